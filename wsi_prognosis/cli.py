@@ -1,0 +1,82 @@
+"""The entry point: `wsi-prognosis <stage> [key=value ...]`.
+
+Thin on purpose: pick the stage, let Hydra compose `configs/<stage>.yaml` with the overrides
+(and `--multirun`, `--help`, `--cfg job`), call the stage's `run(cfg)`. A stage module is imported
+only when asked for, so `tile` never pays for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+STAGES: dict[str, str] = {
+    "synth": "make a synthetic cohort with known ground truth (slides, manifest, clinical, truth)",
+    "tile": "tissue mask, QC and aligned 10x/40x tile grids -> tiles/<slide_id>.h5",
+    "train": "train one ensemble member (use --multirun for a sweep of candidates)",
+    "select": "pick the best k members per resolution -> a verified model bundle",
+    "calibrate": "fix good/uncertain/poor thresholds on the tuning cohort -> a new bundle",
+    "score": "score slides with a bundle -> scores.csv, patient_scores.csv, heatmaps, GeoJSON",
+    "merge": "join the outputs of sharded score runs into one scores.csv",
+    "analyze": "Kaplan-Meier, log-rank, Cox and C-index per cohort -> report.html, summary.json",
+    "demo": "run the whole flow on a synthetic cohort",
+}
+
+USAGE = "usage: wsi-prognosis <stage> [key=value ...] [--multirun] [--help]"
+
+
+def _print_stages() -> None:
+    print(USAGE)
+    print("\nStages:")
+    for name, what in STAGES.items():
+        print(f"  {name:<10} {what}")
+    print("\n`wsi-prognosis <stage> --help` shows a stage's configuration;"
+          " override any value with key=value.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to a stage. Returns the process exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help", "help"}:
+        _print_stages()
+        return 0
+    if args[0] in {"-V", "--version"}:
+        from wsi_prognosis import __version__
+
+        print(f"wsi-prognosis {__version__}")
+        return 0
+    stage = args[0]
+    if stage not in STAGES:
+        print(f"wsi-prognosis: unknown stage {stage!r}.", file=sys.stderr)
+        _print_stages()
+        return 2
+    import hydra  # deferred: `wsi-prognosis --help` stays instant
+    from omegaconf import DictConfig
+
+    from wsi_prognosis.errors import WsiPrognosisError
+
+    module = importlib.import_module(f"wsi_prognosis.stages.{stage}")
+
+    def task(cfg: DictConfig) -> object:
+        try:
+            return module.run(cfg)
+        except WsiPrognosisError as exc:
+            logging.getLogger(f"wsi_prognosis.{stage}").error("%s", exc)
+            print(f"wsi-prognosis {stage}: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from exc
+
+    saved_argv = sys.argv
+    sys.argv = [f"wsi-prognosis-{stage}", *args[1:], f"hydra.job.name={stage}"]
+    try:
+        hydra.main(config_path="configs", config_name=stage, version_base="1.3")(task)()
+    except SystemExit as exit_:
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
+    finally:
+        sys.argv = saved_argv
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
