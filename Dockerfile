@@ -1,0 +1,24 @@
+# CUDA-capable image for wsi-prognosis. The torch wheels bring their own CUDA runtime libraries;
+# the host's NVIDIA driver comes in through the NVIDIA Container Toolkit (`docker run --gpus all`).
+#
+# Build:  docker build -t wsi-prognosis .
+# Score a mounted folder of slides with a bundle on all GPUs:
+#   docker run --rm --gpus all --shm-size 8g \
+#     -v /data/slides:/slides:ro -v /data/bundle:/bundle:ro -v /data/out:/out \
+#     wsi-prognosis score bundle=/bundle manifest=/slides out=/out
+FROM python:3.11-slim-bookworm
+
+ENV PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /opt/wsi-prognosis
+COPY pyproject.toml README.md ./
+COPY wsi_prognosis ./wsi_prognosis
+# Same order and pins as the Makefile: torch first, then the package with its pyproject dependencies.
+RUN pip install torch==2.14.1 torchvision==0.29.1 \
+    && pip install .
+
+WORKDIR /work
+ENTRYPOINT ["wsi-prognosis"]
+CMD ["--help"]

@@ -1,0 +1,43 @@
+"""The entry point: stage listing, unknown stages, and every stage config composes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from wsi_prognosis.cli import STAGES, main
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "wsi_prognosis" / "configs"
+
+
+def test_help_lists_every_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for stage in ("synth", "tile", "train", "select", "calibrate", "score", "analyze", "demo"):
+        assert stage in text
+
+
+def test_unknown_stage_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tiles"]) == 2
+    assert "unknown stage 'tiles'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_stage_has_a_module_and_a_config_that_composes(stage: str) -> None:
+    assert (CONFIG_DIR / f"{stage}.yaml").is_file(), f"configs/{stage}.yaml is missing"
+    with initialize_config_module(config_module="wsi_prognosis.configs", version_base="1.3"):
+        cfg = compose(config_name=stage, overrides=["out=/tmp/x"])
+    assert cfg.out == "/tmp/x"
+    module = __import__(f"wsi_prognosis.stages.{stage}", fromlist=["run"])
+    assert callable(module.run)
+
+
+def test_console_script_help_runs_in_a_fresh_process() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wsi_prognosis.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "Stages:" in result.stdout

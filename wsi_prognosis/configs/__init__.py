@@ -1,0 +1,1 @@
+"""Hydra configuration tree (a package so `pkg://wsi_prognosis.configs` works after a plain install)."""
