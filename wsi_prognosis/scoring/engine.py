@@ -1,0 +1,255 @@
+"""Batch inference: worker processes read and decode tiles, the main process runs every member.
+
+One DataLoader streams fixed-size chunks of (slide, resolution) tile coordinates through
+`reader.read(coords)` (a `wsi_prognosis.slides.TileReader`: picklable, opened lazily in each
+worker) into pinned memory, `prefetch_batches` per worker ahead, so reading the next batch
+overlaps running the current one. Each chunk is read once and fed to all members of its
+resolution (bf16 autocast + channels_last on CUDA; float32 on CPU). A failed read becomes an
+error for that slide, never for the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from wsi_prognosis.errors import ConfigurationError, WsiPrognosisError
+
+log = logging.getLogger(__name__)
+
+
+class TileSource(Protocol):
+    def read(self, coords: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to run inference (never changes results beyond float tolerance)."""
+
+    device: str = "auto"          # "auto" -> cuda when available, else cpu; or "cpu", "cuda", "cuda:1"
+    batch_tiles: int = 256        # tiles per forward pass
+    workers: int = 2              # reader processes (0 = read in the main process)
+    prefetch_batches: int = 2     # batches each worker prepares ahead
+    bf16: bool = True             # autocast to bfloat16 (CUDA only)
+    channels_last: bool = True    # NHWC memory format (CUDA only)
+
+    def __post_init__(self) -> None:
+        if self.batch_tiles < 1:
+            raise ConfigurationError(f"batch_tiles={self.batch_tiles} must be >= 1.")
+        if self.workers < 0 or self.prefetch_batches < 1:
+            raise ConfigurationError(f"workers={self.workers} must be >= 0 and prefetch_batches >= 1.")
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigurationError(f"device={self.device!r} but CUDA is not available here. Fix: device=cpu or device=auto.")
+        return device
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How training prepared a tile: RGB in [0, 1], then (x - mean) / std, at tile_px."""
+
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    tile_px: int | None = None
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> Preprocessing:
+        mean = tuple(float(v) for v in spec.get("mean", cls.mean))
+        std = tuple(float(v) for v in spec.get("std", cls.std))
+        tile_px = spec.get("tile_px")
+        return cls(mean=mean, std=std, tile_px=None if tile_px is None else int(tile_px))  # type: ignore[arg-type]
+
+
+@dataclass
+class LoadedMember:
+    name: str
+    resolution: str
+    model: nn.Module
+    preprocessing: Preprocessing
+
+
+class EnsembleRunner:
+    """All members of a bundle on one device; `logits(res, tiles)` runs those of one resolution."""
+
+    def __init__(self, members: Sequence[LoadedMember], config: EngineConfig) -> None:
+        self.device = config.torch_device()
+        self.cuda = self.device.type == "cuda"
+        self.bf16 = config.bf16 and self.cuda
+        self.channels_last = config.channels_last and self.cuda
+        self.by_resolution: dict[str, list[LoadedMember]] = {}
+        self._norm: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for m in members:
+            m.model.eval().to(self.device)
+            if self.channels_last:
+                m.model.to(memory_format=torch.channels_last)
+            self.by_resolution.setdefault(m.resolution, []).append(m)
+            mean = torch.tensor(m.preprocessing.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+            std = torch.tensor(m.preprocessing.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+            self._norm[m.name] = (mean, std)
+
+    def member_names(self, resolution: str) -> list[str]:
+        return [m.name for m in self.by_resolution.get(resolution, [])]
+
+    def logits(self, resolution: str, tiles: torch.Tensor) -> np.ndarray:
+        """tiles : (B, H, W, 3) uint8. Returns (M, B) float32 logits on the host."""
+        return self.logits_on_device(resolution, tiles).cpu().numpy()
+
+    @torch.inference_mode()
+    def logits_on_device(self, resolution: str, tiles: torch.Tensor) -> torch.Tensor:
+        """tiles : (B, H, W, 3) uint8 (CPU, ideally pinned, or on device) -> (M, B) float32 on device.
+
+        Stays on the device (no synchronisation), so the next batch is queued while this one runs.
+        """
+        x = tiles.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        outputs = []
+        for m in self.by_resolution[resolution]:
+            px = m.preprocessing.tile_px
+            if px is not None and (x.shape[-1] != px or x.shape[-2] != px):
+                raise ValueError(f"member {m.name} takes {px}-px tiles, got {tuple(x.shape[-2:])}")
+            mean, std = self._norm[m.name]
+            xm = (x - mean) / std
+            if self.channels_last:
+                xm = xm.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                out = m.model(xm)
+            outputs.append(out.float().reshape(out.shape[0], -1)[:, 0])
+        return torch.stack(outputs)
+
+
+@dataclass
+class TileJob:
+    """The tiles of one slide at one resolution."""
+
+    slide_key: str
+    resolution: str
+    reader: TileSource
+    coords: np.ndarray
+
+
+class _ChunkDataset(Dataset):
+    """Item i = one chunk of one job's coordinates, read to (B, H, W, 3) uint8 (or an error string)."""
+
+    def __init__(self, jobs: Sequence[TileJob], batch_tiles: int) -> None:
+        self.jobs = list(jobs)
+        self.chunks: list[tuple[int, int, int]] = []
+        for j, job in enumerate(self.jobs):
+            for start in range(0, len(job.coords), batch_tiles):
+                self.chunks.append((j, start, min(start + batch_tiles, len(job.coords))))
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, str]:
+        j, start, stop = self.chunks[i]
+        job = self.jobs[j]
+        try:
+            tiles = np.ascontiguousarray(job.reader.read(job.coords[start:stop]))
+            return i, torch.from_numpy(tiles), ""
+        except WsiPrognosisError as exc:
+            return i, torch.empty(0, dtype=torch.uint8), str(exc)
+        except Exception as exc:  # openslide / decoder errors: recorded for this slide, the batch goes on
+            return i, torch.empty(0, dtype=torch.uint8), f"reading tiles failed: {type(exc).__name__}: {exc}"
+
+
+@dataclass
+class SlideLogits:
+    """What the engine hands back per slide: (M, N) logits per resolution, or the first error."""
+
+    slide_key: str
+    logits: dict[str, np.ndarray] = field(default_factory=dict)
+    error: str = ""
+    n_tiles: int = 0
+
+
+@dataclass
+class EngineStats:
+    tiles: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tiles_per_s(self) -> float:
+        return self.tiles / self.seconds if self.seconds > 0 else 0.0
+
+
+def run_jobs(
+    jobs: Sequence[TileJob],
+    runner: EnsembleRunner,
+    config: EngineConfig,
+    progress: Callable[[int], None] | None = None,
+    stats: EngineStats | None = None,
+) -> Iterator[SlideLogits]:
+    """Run all jobs; yield each slide's logits as soon as its last chunk is done (job order kept).
+
+    Jobs of one slide must be consecutive. `progress(n_tiles)` is called after every batch.
+    """
+    dataset = _ChunkDataset(jobs, config.batch_tiles)
+    remaining: dict[str, int] = {}
+    for j, _, _ in dataset.chunks:
+        key = dataset.jobs[j].slide_key
+        remaining[key] = remaining.get(key, 0) + 1
+    results: dict[str, SlideLogits] = {}
+    parts: dict[tuple[str, str], list[torch.Tensor]] = {}
+    jobs_of: dict[str, list[TileJob]] = {}
+    for job in jobs:
+        jobs_of.setdefault(job.slide_key, []).append(job)
+    # slides whose jobs have no chunks (no tiles) finish at once, in order
+    order = list(dict.fromkeys(job.slide_key for job in jobs))
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=config.workers,
+        pin_memory=runner.cuda,
+        prefetch_factor=config.prefetch_batches if config.workers > 0 else None,
+        persistent_workers=False,
+    )
+    started = time.perf_counter()
+    next_out = 0
+
+    def ready() -> Iterator[SlideLogits]:
+        nonlocal next_out
+        while next_out < len(order) and remaining.get(order[next_out], 0) == 0:
+            key = order[next_out]
+            result = results.pop(key, SlideLogits(key))
+            for job in jobs_of[key]:
+                chunks = parts.pop((key, job.resolution), [])
+                if not result.error:
+                    n_members = len(runner.member_names(job.resolution))
+                    result.logits[job.resolution] = (
+                        torch.cat(chunks, dim=1).cpu().numpy() if chunks else np.zeros((n_members, 0), np.float32)
+                    )
+            next_out += 1
+            yield result
+
+    yield from ready()
+    for i, tiles, error in loader:
+        j, start, stop = dataset.chunks[int(i)]
+        job = dataset.jobs[j]
+        result = results.setdefault(job.slide_key, SlideLogits(job.slide_key))
+        if error and not result.error:
+            result.error = error
+        if not result.error:
+            parts.setdefault((job.slide_key, job.resolution), []).append(runner.logits_on_device(job.resolution, tiles))
+            result.n_tiles += stop - start
+            if stats is not None:
+                stats.tiles += stop - start
+        if progress is not None:
+            progress(stop - start)
+        remaining[job.slide_key] -= 1
+        yield from ready()
+    if runner.cuda:
+        torch.cuda.synchronize(runner.device)
+    if stats is not None:
+        stats.seconds += time.perf_counter() - started

@@ -1,0 +1,72 @@
+"""Per-slide results on disk: `slides/<slide_id>.json` (the record) + `.npz` (tile scores).
+
+A record is written last and atomically, so its presence means the slide is finished
+(exports included); a rerun skips slides whose record carries the same job key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsi_prognosis.atomic import atomic_path, write_text_atomic
+
+RECORD_VERSION = 1
+
+
+def slides_dir(out: Path) -> Path:
+    return Path(out) / "slides"
+
+
+def record_path(out: Path, slide_id: str) -> Path:
+    return slides_dir(out) / f"{slide_id}.json"
+
+
+def tile_scores_path(out: Path, slide_id: str) -> Path:
+    return slides_dir(out) / f"{slide_id}.npz"
+
+
+def job_key(bundle_id: str, path: str, mpp: float | None, tile_store: str | None) -> str:
+    """What a slide's result depends on: bundle, slide file (path, size, mtime), manifest MPP, tile store."""
+    try:
+        st = os.stat(path)
+        stamp: list[Any] = [st.st_size, st.st_mtime_ns]
+    except OSError:
+        stamp = [None, None]
+    mpp_value = None if mpp is None or (isinstance(mpp, float) and np.isnan(mpp)) else float(mpp)
+    payload = json.dumps([RECORD_VERSION, bundle_id, str(path), *stamp, mpp_value, tile_store], default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def write_tile_scores(out: Path, slide_id: str, arrays: Mapping[str, np.ndarray]) -> Path:
+    target = tile_scores_path(out, slide_id)
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    return target
+
+
+def read_tile_scores(out: Path, slide_id: str) -> dict[str, np.ndarray]:
+    with np.load(tile_scores_path(out, slide_id)) as data:
+        return {k: data[k] for k in data.files}
+
+
+def write_record(out: Path, record: Mapping[str, Any]) -> Path:
+    target = record_path(out, record["slide_id"])
+    write_text_atomic(target, json.dumps({"record_version": RECORD_VERSION, **record}, indent=1, default=str) + "\n")
+    return target
+
+
+def read_record(out: Path, slide_id: str) -> dict[str, Any] | None:
+    """The slide's record, or None when missing or unreadable (then it is simply redone)."""
+    path = record_path(out, slide_id)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if record.get("record_version") == RECORD_VERSION else None
