@@ -6,17 +6,18 @@ ink, not tissue, and must neither count as tissue nor be tiled.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from wsi_prognosis.tissue.color import check_rgb, hue_deg, saturation_u8
+from wsi_prognosis.tissue.color import channels, check_rgb, hue_deg, saturation_from_max_min
 from wsi_prognosis.tissue.morphology import dilate, remove_small
 from wsi_prognosis.tissue.params import TissueParams, pixel_sizes
 
 __all__ = ["pen_mask", "pen_colour_mask"]
 
 
-def pen_colour_mask(rgb: np.ndarray, *, params: TissueParams = TissueParams(),
-                    sat: np.ndarray | None = None) -> np.ndarray:
+def pen_colour_mask(rgb: np.ndarray, *, params: TissueParams = TissueParams()) -> np.ndarray:
     """Pixels whose colour is marker ink, before any size filter or dilation.
 
     Parameters
@@ -25,8 +26,6 @@ def pen_colour_mask(rgb: np.ndarray, *, params: TissueParams = TissueParams(),
     params : TissueParams
         Uses `pen_min_saturation`, `blue_hue_deg`, `green_hue_deg`, `black_max_value`,
         `black_max_chroma`.
-    sat : (H, W) uint8 ndarray, optional
-        `saturation_u8(rgb)` when the caller has it already.
 
     Returns
     -------
@@ -35,19 +34,35 @@ def pen_colour_mask(rgb: np.ndarray, *, params: TissueParams = TissueParams(),
         `green_hue_deg` (H&E hues are purple to red: 250-360 and 0-30 degrees).
         Black: brightest channel <= `black_max_value` and max - min <= `black_max_chroma`.
     """
-    rgb = check_rgb(rgb)
-    if sat is None:
-        sat = saturation_u8(rgb)
-    mx = rgb.max(axis=2)
-    ink = (mx <= params.black_max_value) & ((mx - rgb.min(axis=2)) <= params.black_max_chroma)
+    r, g, b = channels(rgb)
+    mx = np.maximum(np.maximum(r, g), b)
+    mn = np.minimum(np.minimum(r, g), b)
+    return _ink(r, g, b, mx, mn, saturation_from_max_min(mx, mn), params)
 
-    candidates = sat >= np.uint8(min(255, np.ceil(params.pen_min_saturation * 255)))
-    if candidates.any():
-        hue = hue_deg(rgb[candidates])
-        coloured = np.zeros(hue.shape, dtype=bool)
-        for lo, hi in (params.blue_hue_deg, params.green_hue_deg):
-            coloured |= (hue >= lo) & (hue <= hi)
-        ink[candidates] |= coloured
+
+def _ink(r: np.ndarray, g: np.ndarray, b: np.ndarray, mx: np.ndarray, mn: np.ndarray,
+         sat: np.ndarray, params: TissueParams) -> np.ndarray:
+    """`pen_colour_mask` from channel planes, their max / min and `saturation_u8`."""
+    ink = mx <= params.black_max_value
+    ink &= (mx - mn) <= params.black_max_chroma
+
+    # saturation >= p implies saturation_u8 >= floor(255 p): a cheap superset, refined below.
+    candidates = sat >= np.uint8(math.floor(params.pen_min_saturation * 255))
+    ranges = (params.blue_hue_deg, params.green_hue_deg)
+    if all(60.0 < lo and hi < 300.0 for lo, hi in ranges):
+        # Those hues need red below green or blue; it drops nearly all H&E pixels cheaply.
+        candidates &= r < np.maximum(g, b)
+    index = np.flatnonzero(candidates)
+    if index.size:
+        pixels = np.stack([r.ravel()[index], g.ravel()[index], b.ravel()[index]], axis=1)
+        top = pixels.max(axis=1).astype(np.float32)
+        chroma = top - pixels.min(axis=1)
+        coloured = chroma >= np.float32(params.pen_min_saturation) * top
+        hue = hue_deg(pixels)
+        in_range = np.zeros(hue.shape, dtype=bool)
+        for lo, hi in ranges:
+            in_range |= (hue >= lo) & (hue <= hi)
+        ink.ravel()[index[coloured & in_range]] = True
     return ink
 
 
