@@ -1,0 +1,350 @@
+"""Render one synthetic H&E field: tissue, glands, stroma, nuclei, in optical-density space.
+
+The image is built as two stain concentration maps (haematoxylin, eosin) and turned into RGB by
+Beer-Lambert, so stain shifts and per-slide stain variation are physically plausible. Every size
+is in µm and converted with `mpp`, so the same slide can be rendered at 0.25 µm/px for the
+pyramid or at 1 µm/px for cheap statistics.
+
+The risk signal is morphological only: after drawing, the mean H and E concentration over the
+tissue is reset to a per-slide target drawn independently of r (the stroma and cytoplasm tone
+absorbs the difference), and tissue area comes from a quantile threshold, so neither mean
+colour nor tissue area carries r.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from wsi_prognosis.synth import artefacts
+from wsi_prognosis.synth.morphology import ArchitectureParams, NuclearParams, architecture_params, nuclear_params
+from wsi_prognosis.synth.textures import crop, texture_bank
+
+# stain optical-density vectors (R, G, B) per unit concentration
+H_OD = np.array([0.62, 0.72, 0.30], np.float32)
+E_OD = np.array([0.10, 0.90, 0.42], np.float32)
+GLASS_OD = np.array([0.055, 0.052, 0.06], np.float32)
+# per-slide mean concentrations over tissue (what compensation resets to, before stain jitter)
+TARGET_MEAN_H = 0.20
+TARGET_MEAN_E = 0.42
+
+BACKGROUND = 0
+STROMA = 1
+EPITHELIUM = 2
+LUMEN = 3
+BUD = 4
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What to render: size, resolution, risk, signal strengths and the lab's look."""
+
+    width_px: int
+    height_px: int
+    mpp: float
+    risk: float
+    strength_40x: float = 1.0
+    strength_10x: float = 1.0
+    tissue_fraction: float = 0.5
+    stain_scale: float = 1.0          # validation lab: OD x (1 + shift)
+    blur_um: float = 0.0              # scanner blur (Gaussian sigma, µm)
+    artefacts: tuple[str, ...] = ()   # subset of artefacts.KINDS
+    full_tissue: bool = False         # fill the field with tissue (patch bank)
+
+
+@dataclass
+class FieldResult:
+    rgb: np.ndarray                   # (H, W, 3) uint8
+    tissue: np.ndarray                # (H, W) bool, the true tissue mask
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- layout
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    out = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma, mode="reflect")
+    return out / (out.std() + 1e-6)
+
+
+def _resize(field_: np.ndarray, width: int, height: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(field_.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR))
+
+
+def tissue_layout(rng: np.random.Generator, spec: FieldSpec, cell_um: float = 8.0) -> np.ndarray:
+    """(H, W) bool tissue mask: one to three pieces with ragged edges, exactly ~tissue_fraction."""
+    w_um, h_um = spec.width_px * spec.mpp, spec.height_px * spec.mpp
+    gw, gh = max(int(np.ceil(w_um / cell_um)), 8), max(int(np.ceil(h_um / cell_um)), 8)
+    if spec.full_tissue:
+        return np.ones((spec.height_px, spec.width_px), bool)
+    yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
+    xx, yy = xx / gw, yy / gh
+    envelope = np.full((gh, gw), -1.0, np.float32)
+    for _ in range(int(rng.integers(1, 4))):
+        cx, cy = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7)
+        ax, ay = rng.uniform(0.25, 0.45), rng.uniform(0.25, 0.45)
+        angle = rng.uniform(0, np.pi)
+        u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
+        v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
+        envelope = np.maximum(envelope, 1.0 - (u / ax) ** 2 - (v / ay) ** 2)
+    border = np.minimum.reduce([xx, 1 - xx, yy, 1 - yy])
+    field_ = envelope + 0.35 * _smooth_noise(rng, (gh, gw), max(gw, gh) / 14) \
+        + 0.12 * _smooth_noise(rng, (gh, gw), 1.2) - 3.0 * np.clip(0.06 - border, 0, None) / 0.06
+    threshold = float(np.quantile(field_, 1.0 - spec.tissue_fraction))
+    return _resize(field_, spec.width_px, spec.height_px) > threshold
+
+
+@dataclass
+class Gland:
+    cx_px: float
+    cy_px: float
+    kind: str        # "tubular" | "cribriform" | "solid"
+
+
+def draw_glands(rng: np.random.Generator, spec: FieldSpec, tissue: np.ndarray, arch: ArchitectureParams,
+                label: np.ndarray, gland_id: np.ndarray) -> list[Gland]:
+    """Paint glands into `label` (epithelium, lumen) inside the tissue; returns the glands."""
+    mpp = spec.mpp
+    spacing_um = 68.0
+    glands: list[Gland] = []
+    h, w = tissue.shape
+    rows = int(spec.height_px * mpp / (spacing_um * 0.866)) + 2
+    cols = int(spec.width_px * mpp / spacing_um) + 2
+    for row in range(rows):
+        for col in range(cols):
+            cx_um = (col + 0.5 * (row % 2)) * spacing_um + rng.normal(0, 0.18 * spacing_um)
+            cy_um = row * spacing_um * 0.866 + rng.normal(0, 0.18 * spacing_um)
+            cx, cy = cx_um / mpp, cy_um / mpp
+            if not (0 <= cx < w and 0 <= cy < h) or not tissue[int(cy), int(cx)] or rng.random() > 0.85:
+                continue
+            u = rng.random()
+            kind = "solid" if u < arch.solid_probability else (
+                "cribriform" if u < arch.solid_probability + arch.cribriform_probability else "tubular")
+            radius_um = rng.uniform(19, 30) * {"solid": 1.2, "cribriform": 1.2, "tubular": 1.0}[kind]
+            _paint_gland(rng, len(glands) + 1, cx, cy, radius_um / mpp, kind, arch, mpp, tissue, label, gland_id)
+            glands.append(Gland(cx, cy, kind))
+    return glands
+
+
+def _paint_gland(rng: np.random.Generator, gid: int, cx: float, cy: float, radius_px: float, kind: str,
+                 arch: ArchitectureParams, mpp: float, tissue: np.ndarray, label: np.ndarray,
+                 gland_id: np.ndarray) -> None:
+    h, w = label.shape
+    irregular = arch.irregularity * (1.6 if kind != "tubular" else 1.0)
+    ks = np.arange(2, 8)
+    amps = irregular * rng.standard_normal(ks.size) / ks ** 0.7
+    phases = rng.uniform(0, 2 * np.pi, ks.size)
+    ellipticity = rng.uniform(0.7, 1.0)
+    tilt = rng.uniform(0, np.pi)
+    reach = int(radius_px * (1.0 + 2.2 * irregular) + 3)
+    x0, x1 = max(int(cx) - reach, 0), min(int(cx) + reach + 1, w)
+    y0, y1 = max(int(cy) - reach, 0), min(int(cy) + reach + 1, h)
+    if x1 <= x0 or y1 <= y0:
+        return
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    dx, dy = xx - cx, yy - cy
+    u = dx * np.cos(tilt) + dy * np.sin(tilt)
+    v = (-dx * np.sin(tilt) + dy * np.cos(tilt)) / ellipticity
+    rho = np.hypot(u, v)
+    theta = np.arctan2(v, u)
+    outline = radius_px * (1.0 + np.tensordot(amps, np.cos(ks[:, None, None] * theta + phases[:, None, None]), 1))
+    inside = (rho < outline) & tissue[y0:y1, x0:x1]
+    box = label[y0:y1, x0:x1]
+    box[inside] = EPITHELIUM
+    gland_id[y0:y1, x0:x1][inside] = gid
+    if kind == "tubular":
+        thickness = rng.uniform(8.5, 11.5) / mpp
+        lumen = inside & (rho < outline - thickness)
+        box[lumen] = LUMEN
+    elif kind == "cribriform":
+        for _ in range(int(rng.integers(3, 7))):
+            angle, dist = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.55) * radius_px
+            lr = rng.uniform(3.0, 6.0) / mpp
+            lumen = inside & (np.hypot(dx - dist * np.cos(angle), dy - dist * np.sin(angle)) < lr)
+            box[lumen] = LUMEN
+
+
+def draw_buds(rng: np.random.Generator, spec: FieldSpec, label: np.ndarray,
+              arch: ArchitectureParams) -> np.ndarray:
+    """Tumour buds: clusters of 1-4 cells in the stroma. Returns (N, 2) cell centres (x, y) px."""
+    mpp = spec.mpp
+    stroma = np.flatnonzero(label.ravel() == STROMA)
+    area_mm2 = stroma.size * (mpp * 1e-3) ** 2
+    n_buds = int(rng.poisson(arch.budding_per_mm2 * area_mm2)) if stroma.size else 0
+    centres: list[tuple[float, float]] = []
+    cell_px = 4.5 / mpp
+    h, w = label.shape
+    for idx in rng.choice(stroma, size=n_buds, replace=True) if n_buds else []:
+        by, bx = divmod(int(idx), w)
+        for k in range(int(rng.integers(1, 5))):
+            x = bx + (rng.normal(0, 1.3 * cell_px) if k else 0.0)
+            y = by + (rng.normal(0, 1.3 * cell_px) if k else 0.0)
+            r = int(cell_px + 2)
+            x0, x1, y0, y1 = max(int(x) - r, 0), min(int(x) + r + 1, w), max(int(y) - r, 0), min(int(y) + r + 1, h)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            yy, xx = np.mgrid[y0:y1, x0:x1]
+            disc = np.hypot(xx - x, yy - y) < cell_px * rng.uniform(0.8, 1.15)
+            sub = label[y0:y1, x0:x1]
+            sub[disc & (sub == STROMA)] = BUD
+            centres.append((x, y))
+    return np.asarray(centres, np.float32).reshape(-1, 2)
+
+
+# ---------------------------------------------------------------------------- nuclei
+def _hex_points(rng: np.random.Generator, width: int, height: int, spacing_px: float,
+                jitter: float) -> np.ndarray:
+    rows = np.arange(0, height + spacing_px, spacing_px * 0.866)
+    cols = np.arange(0, width + spacing_px, spacing_px)
+    gx, gy = np.meshgrid(cols, rows)
+    gx = gx + (np.arange(rows.size)[:, None] % 2) * spacing_px / 2
+    pts = np.stack([gx.ravel(), gy.ravel()], 1)
+    pts += rng.normal(0, jitter * spacing_px, pts.shape)
+    keep = (pts[:, 0] >= 0) & (pts[:, 0] < width) & (pts[:, 1] >= 0) & (pts[:, 1] < height)
+    return pts[keep].astype(np.float32)
+
+
+def draw_nucleus(ch: np.ndarray, ce: np.ndarray, alpha_map: np.ndarray, grain: np.ndarray, x: float, y: float,
+                 a_px: float, b_px: float, angle: float, darkness: float, coarseness: float,
+                 nucleolus_px: float) -> None:
+    """Blend one elliptical nucleus (soft edge, chromatin texture, rim, optional nucleolus)."""
+    h, w = ch.shape
+    m = int(np.ceil(max(a_px, b_px))) + 2
+    xi, yi = int(x), int(y)
+    x0, x1, y0, y1 = max(xi - m, 0), min(xi + m + 1, w), max(yi - m, 0), min(yi + m + 1, h)
+    if x1 <= x0 or y1 <= y0:
+        return
+    dy = np.arange(y0, y1, dtype=np.float32)[:, None] - y
+    dx = np.arange(x0, x1, dtype=np.float32)[None, :] - x
+    c, s = np.cos(angle), np.sin(angle)
+    u = (dx * c + dy * s) / a_px
+    v = (-dx * s + dy * c) / b_px
+    d = np.sqrt(u * u + v * v)
+    alpha = np.clip((1.0 - d) * min(a_px, b_px) + 0.5, 0.0, 1.0)
+    value = darkness * (0.78 + coarseness * grain[y0:y1, x0:x1] + 0.25 * (d > 0.72))
+    if nucleolus_px > 0:
+        value = value + 0.9 * darkness * np.exp(-((dx - 0.2 * a_px * c) ** 2 + (dy - 0.2 * a_px * s) ** 2)
+                                                / (2 * nucleolus_px ** 2))
+    sub_h, sub_e = ch[y0:y1, x0:x1], ce[y0:y1, x0:x1]
+    sub_h += alpha * (value - sub_h)
+    sub_e += alpha * (0.10 - sub_e)
+    np.maximum(alpha_map[y0:y1, x0:x1], alpha, out=alpha_map[y0:y1, x0:x1])
+
+
+def draw_all_nuclei(rng: np.random.Generator, spec: FieldSpec, label: np.ndarray, gland_id: np.ndarray,
+                    glands: list[Gland], buds: np.ndarray, nuc: NuclearParams, ch: np.ndarray,
+                    ce: np.ndarray, fibre_weight: np.ndarray, grain: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """Epithelial nuclei (hex-packed, radial when polar), bud nuclei, fibroblasts, lymphocytes."""
+    mpp = spec.mpp
+    h, w = label.shape
+    alpha_map = np.zeros((h, w), np.float32)
+    # epithelium: hex packing at the risk-dependent density, disorder loosens the packing
+    spacing_px = np.sqrt(2.0 / (np.sqrt(3.0) * nuc.density_per_um2)) / mpp
+    pts = _hex_points(rng, w, h, spacing_px, 0.08 + 0.22 * nuc.disorder)
+    ix = np.clip(pts[:, 0].astype(int), 0, w - 1)
+    iy = np.clip(pts[:, 1].astype(int), 0, h - 1)
+    epi_pts = pts[label[iy, ix] == EPITHELIUM]
+    gids = gland_id[iy, ix][label[iy, ix] == EPITHELIUM]
+    centres = np.array([[g.cx_px, g.cy_px] for g in glands], np.float32).reshape(-1, 2)
+    areas: list[float] = []
+    for (x, y), gid in zip(epi_pts, gids):
+        solid = gid > 0 and glands[gid - 1].kind == "solid"
+        size = nuc.radius_um * np.exp(rng.normal(0, nuc.pleomorphism_cv)) / mpp
+        aspect = 1.0 + rng.uniform(0.25, 0.7) * (1.0 - 0.7 * nuc.disorder)
+        if gid > 0 and not solid:
+            radial = np.arctan2(y - centres[gid - 1, 1], x - centres[gid - 1, 0])
+            angle = radial + rng.normal(0, 0.2 + 1.4 * nuc.disorder)
+        else:
+            angle = rng.uniform(0, np.pi)
+        a, b = size * np.sqrt(aspect), size / np.sqrt(aspect)
+        dark = nuc.darkness * float(np.exp(rng.normal(0, 0.6 * nuc.pleomorphism_cv)))
+        nucleolus = 0.45 / mpp if rng.random() < nuc.nucleolus_probability else 0.0
+        draw_nucleus(ch, ce, alpha_map, grain, x, y, a, b, angle, dark, nuc.coarseness, nucleolus)
+        areas.append(np.pi * a * b * mpp * mpp)
+    for x, y in buds:
+        size = nuc.radius_um * np.exp(rng.normal(0, nuc.pleomorphism_cv)) / mpp
+        draw_nucleus(ch, ce, alpha_map, grain, x, y, size * 1.1, size / 1.1, rng.uniform(0, np.pi),
+                     nuc.darkness, nuc.coarseness, 0.0)
+    # stroma: fibroblasts along the fibres, scattered lymphocytes (independent of r)
+    stroma = np.flatnonzero(label.ravel() == STROMA)
+    area_um2 = stroma.size * mpp * mpp
+    for idx in rng.choice(stroma, size=int(rng.poisson(area_um2 / 320.0)), replace=True) if stroma.size else []:
+        y, x = divmod(int(idx), w)
+        angle = (0.0 if fibre_weight[y, x] > 0.5 else np.pi / 2) + rng.normal(0, 0.25)
+        draw_nucleus(ch, ce, alpha_map, grain, x + 0.5, y + 0.5, rng.uniform(3.0, 4.5) / mpp,
+                     rng.uniform(0.8, 1.2) / mpp, angle, 0.95, 0.1, 0.0)
+    for idx in rng.choice(stroma, size=int(rng.poisson(area_um2 / 1400.0)), replace=True) if stroma.size else []:
+        y, x = divmod(int(idx), w)
+        r = rng.uniform(1.5, 2.0) / mpp
+        draw_nucleus(ch, ce, alpha_map, grain, x + 0.5, y + 0.5, r, r * 0.92, rng.uniform(0, np.pi), 1.3, 0.08, 0.0)
+    epi_area_um2 = float((label == EPITHELIUM).sum()) * mpp * mpp
+    stats = {
+        "nuclear_area_um2": float(np.mean(areas)) if areas else float("nan"),
+        "nuclear_density_per_mm2": len(areas) / max(epi_area_um2, 1.0) * 1e6,
+        "n_epithelial_nuclei": float(len(areas)),
+    }
+    return alpha_map, stats
+
+
+# ---------------------------------------------------------------------------- compose
+def render_field(spec: FieldSpec, rng: np.random.Generator) -> FieldResult:
+    """Render one field of view (a whole small slide, or one patch of the bank)."""
+    mpp = spec.mpp
+    bank = texture_bank(round(mpp, 4))
+    nuc = nuclear_params(spec.risk, spec.strength_40x)
+    arch = architecture_params(spec.risk, spec.strength_10x)
+    tissue = tissue_layout(rng, spec)
+    h, w = tissue.shape
+    label = np.where(tissue, STROMA, BACKGROUND).astype(np.uint8)
+    gland_id = np.zeros((h, w), np.int32)
+    glands = draw_glands(rng, spec, tissue, arch, label, gland_id)
+    buds = draw_buds(rng, spec, label, arch)
+
+    blotch = crop(bank["blotch"], rng, (h, w))
+    grain = crop(bank["grain"], rng, (h, w))
+    fibre_weight = 1.0 / (1.0 + np.exp(-2.0 * crop(bank["blotch"], rng, (h, w))))
+    fibre = fibre_weight * crop(bank["fibre_h"], rng, (h, w)) + (1 - fibre_weight) * crop(bank["fibre_v"], rng, (h, w))
+    ce = np.zeros((h, w), np.float32)
+    ch = np.zeros((h, w), np.float32)
+    is_stroma, is_epi, is_lumen = label == STROMA, (label == EPITHELIUM) | (label == BUD), label == LUMEN
+    ce[is_stroma] = (0.50 * (1.0 + 0.30 * fibre + 0.10 * blotch))[is_stroma]
+    ch[is_stroma] = (0.05 * (1.0 + 0.3 * blotch))[is_stroma]
+    ce[is_epi] = (0.36 * (1.0 + 0.10 * grain + 0.10 * blotch))[is_epi]
+    ch[is_epi] = (0.14 * (1.0 + 0.15 * grain))[is_epi]
+    ce[is_lumen] = np.clip(0.06 * (1.0 + 0.6 * blotch), 0.0, None)[is_lumen]
+    ch[is_lumen] = 0.012
+    np.clip(ce, 0.0, None, out=ce)
+    np.clip(ch, 0.0, None, out=ch)
+    alpha_map, nuc_stats = draw_all_nuclei(rng, spec, label, gland_id, glands, buds, nuc, ch, ce, fibre_weight, grain)
+
+    # mean-colour balance: reset mean H and E over the tissue; stroma/cytoplasm absorb the difference
+    stain_h = float(np.exp(rng.normal(0.0, 0.06)))
+    stain_e = float(np.exp(rng.normal(0.0, 0.06)))
+    if tissue.any():
+        free = tissue & (alpha_map < 0.2)
+        n_tissue, n_free = float(tissue.sum()), float(max(free.sum(), 1))
+        for conc, target in ((ch, TARGET_MEAN_H), (ce, TARGET_MEAN_E)):
+            delta = (target * n_tissue - float(conc[tissue].sum(dtype=np.float64))) / n_free
+            conc[free] = np.maximum(conc[free] + delta, 0.0)
+    ch *= stain_h * spec.stain_scale
+    ce *= stain_e * spec.stain_scale
+    od = ch[..., None] * H_OD + ce[..., None] * E_OD + GLASS_OD
+    artefacts.apply_od(rng, spec, od, tissue)
+    rgb = 255.0 * np.exp(-od)
+    artefacts.apply_rgb(rng, spec, rgb)
+    if spec.blur_um > 0:
+        rgb = ndimage.gaussian_filter(rgb, (spec.blur_um / mpp, spec.blur_um / mpp, 0))
+    rgb8 = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+    epi_area = float(((label == EPITHELIUM) | (label == LUMEN)).sum())
+    stats = {
+        **nuc_stats,
+        "tissue_fraction": float(tissue.mean()),
+        "lumen_fraction": float((label == LUMEN).sum()) / max(epi_area, 1.0),
+        "solid_fraction": float(np.mean([g.kind == "solid" for g in glands])) if glands else float("nan"),
+        "n_glands": float(len(glands)),
+        "buds_per_mm2": float(len(buds)) / max(float(is_stroma.sum()) * (mpp * 1e-3) ** 2, 1e-9),
+        "disruption": arch.disruption,
+    }
+    return FieldResult(rgb=rgb8, tissue=tissue, stats=stats)
