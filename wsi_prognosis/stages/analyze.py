@@ -1,0 +1,89 @@
+"""`wsi-prognosis analyze scores=CSV clinical=CSV out=DIR`: survival analysis per cohort.
+
+Validates the config into `AnalysisConfig`, reads both tables leniently (bad rows are reported,
+not fatal), runs `wsi_prognosis.survival.analyze` and writes summary.json, at_risk.csv, tables,
+figures, report.html and run_analyze.json into `out`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from wsi_prognosis.errors import ConfigurationError
+from wsi_prognosis.provenance import write_run_record
+from wsi_prognosis.survival import AnalysisConfig, PrimaryAnalysis, analyze, read_table, write_analysis
+
+log = logging.getLogger(__name__)
+
+
+def _tuple(value, key: str, cast=str):
+    if value is None:
+        return None
+    if isinstance(value, (str, int, float)):
+        value = [value]
+    try:
+        return tuple(cast(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{key}={value!r}: expected a list ({exc}).") from exc
+
+
+def config_from_dict(a: dict) -> AnalysisConfig:
+    """The `analysis:` block as an AnalysisConfig; ConfigurationError names the bad key."""
+    known = {"time_unit", "time_points", "endpoint", "covariates", "reference_marker", "reference_order",
+             "patient_aggregation", "thresholds", "bootstrap", "confidence_bands", "alpha", "ph_alpha", "seed", "primary"}
+    unknown = sorted(set(a) - known)
+    if unknown:
+        raise ConfigurationError(f"analysis.{unknown[0]}: unknown option (known: {sorted(known)}).")
+    thresholds = a.get("thresholds")
+    if thresholds is not None:
+        try:
+            thresholds = (float(thresholds["low"]), float(thresholds["high"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigurationError("analysis.thresholds: expected {low: L, high: H} or null.") from exc
+    try:
+        primary = PrimaryAnalysis(**(a.get("primary") or {}))
+        return AnalysisConfig(
+            time_unit=str(a.get("time_unit", "years")),
+            time_points=_tuple(a.get("time_points", (0, 2, 4, 6, 8)), "analysis.time_points", float),
+            endpoint=str(a.get("endpoint", "Cancer-specific survival")),
+            covariates=_tuple(a.get("covariates"), "analysis.covariates"),
+            reference_marker=a.get("reference_marker", "auto"),
+            reference_order=_tuple(a.get("reference_order"), "analysis.reference_order"),
+            patient_aggregation=str(a.get("patient_aggregation", "mean")),
+            thresholds=thresholds,
+            n_bootstrap=int((a.get("bootstrap") or {}).get("n", 1000)),
+            confidence_bands=bool(a.get("confidence_bands", False)),
+            alpha=float(a.get("alpha", 0.05)),
+            ph_alpha=float(a.get("ph_alpha", 0.05)),
+            seed=int(a.get("seed", 0)),
+            primary=primary,
+        )
+    except TypeError as exc:
+        raise ConfigurationError(f"analysis: {exc}") from exc
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run the analysis stage; returns the summary dict."""
+    for key in ("scores", "clinical", "out"):
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigurationError(f"`{key}` is required: wsi-prognosis analyze scores=CSV clinical=CSV out=DIR")
+    config = config_from_dict(OmegaConf.to_container(cfg.get("analysis") or {}, resolve=True))
+    out = Path(cfg.out)
+    scores = read_table(cfg.scores, "scores")
+    clinical = read_table(cfg.clinical, "clinical")
+    result = analyze(scores, clinical, config)
+    s = result.summary
+    log.info("analysed %d patient(s) in %d cohort(s); %d excluded, %d/%d unmatched (scores/clinical), %d failed slide(s)",
+             s["n_analysed"], len(s["cohorts"]), s["excluded"]["n"], s["unmatched"]["in_scores_not_clinical"],
+             s["unmatched"]["in_clinical_not_scores"], s["failed_slides"])
+    for note in s["notes"]:
+        log.warning("%s", note)
+    paths = write_analysis(result, out)
+    write_run_record(out, "analyze", OmegaConf.to_container(cfg, resolve=True),
+                     inputs={"scores": cfg.scores, "clinical": cfg.clinical}, seed=config.seed,
+                     extra={"outputs": {k: str(v) for k, v in paths.items()}})
+    log.info("report: %s", paths["report"])
+    return s
