@@ -10,7 +10,12 @@ from wsi_prognosis.tissue.annotations import (
     check_polygons_inside,
     read_qupath_geojson,
 )
-from wsi_prognosis.tissue.blur import BLUR_WARNING_THRESHOLD, blur_score, laplacian_variance
+from wsi_prognosis.tissue.blur import (
+    BLUR_REFERENCE_MPP,
+    BLUR_WARNING_THRESHOLD,
+    blur_score,
+    laplacian_variance,
+)
 from wsi_prognosis.tissue.color import hue_deg, saturation_u8, to_gray
 from wsi_prognosis.tissue.mask import (
     TissueMask,
@@ -23,6 +28,7 @@ from wsi_prognosis.tissue.pen import pen_colour_mask, pen_mask
 from wsi_prognosis.tissue.qc import qc_thumbnail, save_png
 
 __all__ = [
+    "BLUR_REFERENCE_MPP",
     "BLUR_WARNING_THRESHOLD",
     "PixelSizes",
     "Polygon",

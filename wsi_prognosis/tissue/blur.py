@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["blur_score", "laplacian_variance", "BLUR_WARNING_THRESHOLD"]
+__all__ = ["blur_score", "laplacian_variance", "BLUR_WARNING_THRESHOLD", "BLUR_REFERENCE_MPP"]
 
-#: Mean variance of the Laplacian (gray levels²) below which a slide is flagged as
-#: probably out of focus, for tiles at 1.0 µm/px (the 10x grid). Measured on the real H&E
-#: in tests/data: in-focus tissue at 1.0 µm/px scores about 300-1500 (CMU-1 about 590,
-#: the TCGA colorectal tiles 370-1400); a Gaussian blur of sigma 1.5 µm, a
-#: visibly soft scan, brings them to about 25-90. 100 sits between, as in the usual rule of
-#: thumb for this measure. The score scales with resolution: compare tiles of one MPP only.
-BLUR_WARNING_THRESHOLD: float = 100.0
+#: Mean variance of the Laplacian (gray levels²) below which a slide is flagged as probably
+#: out of focus, for gray tiles at 1.0 µm/px (the 10x grid). Measured on the real H&E in
+#: tests/data brought to about 1.0 µm/px (2x2 block means): in-focus tissue tiles score
+#: 1,900-7,400 (CMU-1 224-px tiles: mean 4,900, lowest tile 1,880; the Kather NORM tile 1,970;
+#: the TCGA colorectal tiles about 4,100). A Gaussian blur of sigma 0.75 µm brings them to
+#: 310-640, sigma 1 µm (a visibly soft scan) to 150-280, sigma 1.5 µm to 40-75. 300 flags
+#: blur of sigma 1 µm and worse with a 6x margin below the softest in-focus tissue. The score
+#: depends on the MPP (the same tiles at their native, finer resolution score 2-4x lower):
+#: compare and threshold tiles of one MPP only.
+BLUR_WARNING_THRESHOLD: float = 300.0
+#: The tile MPP that `BLUR_WARNING_THRESHOLD` holds for.
+BLUR_REFERENCE_MPP: float = 1.0
 
 
 def laplacian_variance(gray_tiles: np.ndarray) -> np.ndarray:
