@@ -211,7 +211,8 @@ def annotation_mask(polygons: Sequence[Polygon], *, shape: tuple[int, int], scal
     -------
     mask : (H, W) bool ndarray
         True where a mask pixel's centre lies inside a polygon's exterior and outside its
-        holes; the union over polygons. Mask pixel (r, c) covers level-0
+        holes (a centre on an edge counts as inside, as in `skimage.draw.polygon`); the
+        union over polygons. Mask pixel (r, c) covers level-0
         [c / scale, (c + 1) / scale) x [r / scale, (r + 1) / scale).
 
     Examples
