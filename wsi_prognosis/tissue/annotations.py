@@ -144,9 +144,7 @@ def _class_name(props: dict[str, Any]) -> str | None:
     cls = props.get("classification")
     if isinstance(cls, dict):
         return cls.get("name")
-    if isinstance(cls, str):
-        return cls
-    return props.get("name") if cls is None and "classification" in props else None
+    return cls if isinstance(cls, str) else None
 
 
 def _polygons_of(geometry: Any, skipped: dict[str, int]) -> list[Polygon]:

@@ -6,12 +6,12 @@ import os
 
 import numpy as np
 from PIL import Image
-from skimage.segmentation import find_boundaries
 
 from wsi_prognosis.atomic import atomic_path
 from wsi_prognosis.tissue.color import check_rgb
+from wsi_prognosis.tissue.morphology import bounding_box
 
-__all__ = ["qc_thumbnail", "save_png", "MASK_COLOUR", "TILE_COLOUR", "PEN_COLOUR"]
+__all__ = ["qc_thumbnail", "save_png", "inner_boundary", "MASK_COLOUR", "TILE_COLOUR", "PEN_COLOUR"]
 
 MASK_COLOUR = (0, 200, 0)      # tissue outline: green, unlike any H&E colour
 TILE_COLOUR = (255, 170, 0)    # kept tiles: amber box outlines
@@ -27,7 +27,8 @@ def qc_thumbnail(rgb: np.ndarray, mask: np.ndarray, *, tile_boxes: np.ndarray | 
     rgb : (H, W, 3) uint8 ndarray
         The slide's thumbnail (not its label or macro image).
     mask : (H, W) bool ndarray
-        Tissue mask (after any annotation restriction); its boundary is drawn in green.
+        Tissue mask (after any annotation restriction); its inner boundary (mask pixels
+        with a 4-neighbour outside it) is drawn in green.
     tile_boxes : (N, 4) ndarray, optional
         Kept tiles as [x0, y0, x1, y1] in thumbnail pixels (level-0 coords x thumbnail px
         per level-0 px); outlined in amber. Boxes are rounded and clipped to the image.
@@ -48,13 +49,30 @@ def qc_thumbnail(rgb: np.ndarray, mask: np.ndarray, *, tile_boxes: np.ndarray | 
         pen = np.asarray(pen, dtype=bool)
         if pen.shape != mask.shape:
             raise ValueError(f"pen shape {pen.shape} differs from the thumbnail's {mask.shape}")
-        tint = np.array(PEN_COLOUR, dtype=np.uint16)
-        out[pen] = ((out[pen].astype(np.uint16) + tint) // 2).astype(np.uint8)
+        box = bounding_box(pen)
+        if box is not None:
+            region = out[box]
+            tinted = (region.astype(np.uint16) + np.array(PEN_COLOUR, np.uint16)) // 2
+            out[box] = np.where(pen[box][..., None], tinted.astype(np.uint8), region)
     if tile_boxes is not None:
         _draw_boxes(out, np.asarray(tile_boxes, dtype=np.float64).reshape(-1, 4), TILE_COLOUR)
-    if mask.any():
-        out[find_boundaries(mask, mode="inner")] = MASK_COLOUR
+    out[inner_boundary(mask)] = MASK_COLOUR
     return out
+
+
+def inner_boundary(mask: np.ndarray) -> np.ndarray:
+    """Mask pixels with a 4-neighbour outside the mask; the image border is not a boundary.
+
+    Equal to ``skimage.segmentation.find_boundaries(mask, mode="inner")`` (tested), in a few
+    shifted ANDs instead of its grey-level morphology: 10 ms instead of 300 ms on a
+    2500 x 1900 thumbnail.
+    """
+    interior = mask.copy()
+    interior[1:] &= mask[:-1]
+    interior[:-1] &= mask[1:]
+    interior[:, 1:] &= mask[:, :-1]
+    interior[:, :-1] &= mask[:, 1:]
+    return mask & ~interior
 
 
 def _draw_boxes(image: np.ndarray, boxes: np.ndarray, colour: tuple[int, int, int]) -> None:

@@ -1,0 +1,98 @@
+"""The fast morphology equals scikit-image / scipy on random masks; the doc examples hold."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage import morphology
+from skimage.segmentation import find_boundaries
+
+from wsi_prognosis.tissue.morphology import close, dilate, erode, fill_small_holes, remove_small
+from wsi_prognosis.tissue.qc import inner_boundary
+
+
+def random_masks():
+    rng = np.random.default_rng(7)
+    for density in (0.05, 0.3, 0.6, 0.9):
+        # Smooth blobs (thresholded blurred noise), like tissue, plus salt noise.
+        field = ndimage.gaussian_filter(rng.random((61, 83)), 2.0)
+        blobs = field > np.quantile(field, 1 - density)
+        yield blobs ^ (rng.random(blobs.shape) < 0.02)
+    yield np.zeros((10, 12), bool)
+    yield np.ones((10, 12), bool)
+
+
+MASKS = list(random_masks())
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("radius", [1, 2, 3, 5])
+def test_dilate_and_erode_equal_scipy_with_a_disk(mask, radius):
+    footprint = morphology.disk(radius).astype(bool)
+    np.testing.assert_array_equal(dilate(mask, radius), ndimage.binary_dilation(mask, footprint))
+    # Erosion with the outside counted as foreground (the border does not erode).
+    np.testing.assert_array_equal(erode(mask, radius),
+                                  ndimage.binary_erosion(mask, footprint, border_value=1))
+    np.testing.assert_array_equal(close(mask, radius),
+                                  ndimage.binary_erosion(ndimage.binary_dilation(mask, footprint),
+                                                         footprint, border_value=1) if mask.any() else mask)
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("max_px", [1, 5, 40])
+def test_remove_small_equals_skimage(mask, max_px):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skimage's own keyword deprecations across versions
+        expected = _skimage_remove_small_objects(mask, max_px)
+    np.testing.assert_array_equal(remove_small(mask, max_px), expected)
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("max_px", [1, 5, 40])
+def test_fill_small_holes_equals_skimage_except_at_the_border(mask, max_px):
+    # skimage also fills small background pieces that touch the image border; here those are
+    # glass, not holes. Surround the mask with a 1-px glass frame that reaches every border
+    # piece, and skimage agrees once the frame is taken off again.
+    framed = np.pad(mask, 1)
+    framed_expected = _skimage_remove_small_holes(framed, max_px)[1:-1, 1:-1]
+    np.testing.assert_array_equal(fill_small_holes(mask, max_px), framed_expected)
+
+
+def test_fill_small_holes_literal():
+    ring = np.ones((7, 7), bool)
+    ring[2:5, 2:5] = False          # a 9-px hole
+    ring[0, 3] = False              # a 1-px notch at the border: glass, never filled
+    assert fill_small_holes(ring, 9)[2:5, 2:5].all()
+    assert not fill_small_holes(ring, 8)[2:5, 2:5].any()
+    assert not fill_small_holes(ring, 9)[0, 3]
+
+
+@pytest.mark.parametrize("mask", MASKS)
+def test_inner_boundary_equals_find_boundaries(mask):
+    np.testing.assert_array_equal(inner_boundary(mask), find_boundaries(mask, mode="inner"))
+
+
+def _skimage_remove_small_objects(mask, max_px):
+    try:
+        return morphology.remove_small_objects(mask, max_size=max_px, connectivity=2)
+    except TypeError:  # scikit-image < 0.26
+        return morphology.remove_small_objects(mask, min_size=max_px + 1, connectivity=2)
+
+
+def _skimage_remove_small_holes(mask, max_px):
+    try:
+        return morphology.remove_small_holes(mask, max_size=max_px, connectivity=1)
+    except TypeError:  # scikit-image < 0.26
+        return morphology.remove_small_holes(mask, area_threshold=max_px + 1, connectivity=1)
+
+
+@pytest.mark.parametrize("module", ["color", "mask", "pen", "blur", "annotations", "params"])
+def test_docstring_examples(module):
+    mod = importlib.import_module(f"wsi_prognosis.tissue.{module}")
+    result = doctest.testmod(mod, extraglobs={"np": np}, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
