@@ -115,11 +115,18 @@ class TilingConfig:
         """From the `tiling`, `tissue` and `slides` config groups (plain mappings)."""
         tiling = dict(tiling or {})
         slides = dict(slides or {})
-        _only(tiling, "tiling", {"resolutions", "min_tissue_fraction", "qc_thumbnails", "blur_tiles"})
+        flat = {k for k in tiling if k == "tile_px" or k.startswith(("mpp_", "tile_px_"))}
+        _only({k: v for k, v in tiling.items() if k not in flat}, "tiling",
+              {"resolutions", "min_tissue_fraction", "qc_thumbnails", "blur_tiles", "tile_px", "mpp_<name>"})
         _only(slides, "slides", {"allow_objective_power", "max_upsample"})
         kwargs: dict[str, Any] = {"tissue": TissueParams.from_dict(tissue)}
-        if "resolutions" in tiling:
+        if isinstance(tiling.get("resolutions"), Mapping):
+            if flat:
+                raise ConfigurationError(f"tiling.{sorted(flat)[0]}: give either a resolutions mapping or a list plus "
+                                         "tile_px / mpp_<name>, not both.")
             kwargs["resolutions"] = _resolutions(tiling["resolutions"])
+        elif "resolutions" in tiling or flat:
+            kwargs["resolutions"] = _flat_resolutions(tiling, flat)
         if "min_tissue_fraction" in tiling:
             kwargs["min_tissue_fraction"] = _number(tiling["min_tissue_fraction"], "tiling.min_tissue_fraction")
         if "qc_thumbnails" in tiling:
@@ -175,4 +182,34 @@ def _resolutions(value: Any) -> tuple[ResolutionSpec, ...]:
             raise ConfigurationError(f"tiling.resolutions.{name}={spec!r}: needs exactly `mpp` and `tile_px`.")
         specs.append(ResolutionSpec(str(name), _number(spec["mpp"], f"tiling.resolutions.{name}.mpp"),
                                     _integer(spec["tile_px"], f"tiling.resolutions.{name}.tile_px")))
+    return tuple(specs)
+
+
+def _flat_resolutions(tiling: Mapping[str, Any], flat: set[str]) -> tuple[ResolutionSpec, ...]:
+    """The command-line friendly form: `resolutions: [10x, 40x]`, `tile_px`, `mpp_10x`, `mpp_40x`
+    (optional `tile_px_<name>` per grid). Hydra cannot address keys such as `40x` that start
+    with a digit, so the config files use this form; bundles use the mapping form."""
+    defaults = {r.name: r for r in DEFAULT_RESOLUTIONS}
+    names = tiling.get("resolutions", [r.name for r in DEFAULT_RESOLUTIONS])
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ConfigurationError(f"tiling.resolutions={names!r}: must be a list of grid names, e.g. [10x, 40x].")
+    tile_px = _integer(tiling["tile_px"], "tiling.tile_px") if "tile_px" in tiling else None
+    specs = []
+    for name in names:
+        mpp_key, px_key = f"mpp_{name}", f"tile_px_{name}"
+        if mpp_key in tiling:
+            mpp = _number(tiling[mpp_key], f"tiling.{mpp_key}")
+        elif name in defaults:
+            mpp = defaults[name].mpp
+        else:
+            raise ConfigurationError(f"tiling.{mpp_key}: missing; grid {name!r} needs its µm/px.")
+        if px_key in tiling:
+            px = _integer(tiling[px_key], f"tiling.{px_key}")
+        else:
+            px = tile_px if tile_px is not None else defaults.get(name, DEFAULT_RESOLUTIONS[0]).tile_px
+        specs.append(ResolutionSpec(name, mpp, px))
+    used = {"tile_px"} | {f"mpp_{n}" for n in names} | {f"tile_px_{n}" for n in names}
+    stray = sorted(flat - used)
+    if stray:
+        raise ConfigurationError(f"tiling.{stray[0]}: names no grid in tiling.resolutions={list(names)}.")
     return tuple(specs)
