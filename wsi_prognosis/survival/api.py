@@ -19,7 +19,7 @@ import pandas as pd
 from wsi_prognosis.errors import ConfigurationError
 from wsi_prognosis.provenance import package_versions
 from wsi_prognosis.survival.concordance import concordance_ci, concordance_difference
-from wsi_prognosis.survival.cox import cox_groups, cox_per_sd
+from wsi_prognosis.survival.cox import concat, cox_groups, cox_per_sd
 from wsi_prognosis.survival.followup import median_followup
 from wsi_prognosis.survival.inputs import RISK_GROUPS, Prepared, prepare
 from wsi_prognosis.survival.km import at_risk_table, km_table
@@ -137,12 +137,10 @@ def marker_levels(values: pd.Series, order: Sequence[str] | None = None) -> tupl
     present = [v for v in values.dropna().astype(str).str.strip().unique() if v != ""]
     if not present:
         return None, "no values"
-    if order is not None:
+    if order is not None:  # values outside `order` (e.g. "unknown") count as missing
         order = [str(o) for o in order]
-        unknown = [v for v in present if v not in order]
-        if unknown:
-            return None, f"values {unknown[:5]} are not in analysis.reference_order={order}"
-        return [o for o in order if o in present], None
+        levels = [o for o in order if o in present]
+        return (levels, None) if levels else (None, f"no value is in analysis.reference_order={order}")
     numeric = pd.to_numeric(pd.Series(present), errors="coerce")
     if numeric.notna().all():
         return [v for _, v in sorted(zip(numeric, present))], None
@@ -220,11 +218,12 @@ def _analyze_cohort(name: str, df: pd.DataFrame, config: AnalysisConfig, marker:
     per_sd = cox_per_sd(df, "score", alpha=config.alpha, ph_alpha=config.ph_alpha)
     notes += [f"univariable Cox: {x}" for x in uni.notes] + [f"adjusted Cox: {x}" for x in adj.notes if x not in uni.notes]
     notes += [f"score per SD Cox: {x}" for x in per_sd.notes]
-    if not adj.adjusted_for:
-        adj_reason = "no usable covariates (configure analysis.covariates)" if covariates else "no covariates configured or present"
-        adj.table["hr"] = adj.table["ci_low"] = adj.table["ci_high"] = adj.table["p"] = None
+    if not adj.adjusted_for:  # an "adjusted" model without covariates would repeat the univariable one
+        adj_reason = "no usable covariates (see notes)" if covariates else "no covariates configured or present"
+        fitted = adj.table["estimable"].astype(bool)
+        adj.table.loc[fitted, ["hr", "ci_low", "ci_high", "p"]] = float("nan")
+        adj.table.loc[fitted, "reason"] = adj_reason
         adj.table["estimable"] = False
-        adj.table["reason"] = adj_reason
         adj.ph = adj.ph.iloc[0:0]
     for model, result in (("univariable", uni), ("adjusted", adj), ("score_per_sd", per_sd)):
         pieces["cox"].append(result.table.assign(model=model))
@@ -258,7 +257,7 @@ def _analyze_cohort(name: str, df: pd.DataFrame, config: AnalysisConfig, marker:
         entry["reference_marker"], marker_info = _analyze_marker(df, marker, config, pieces, seed)
     entry["not_estimable"] = not_estimable
     entry["notes"] = notes
-    tidy = {k: pd.concat([p for p in v if not p.empty], ignore_index=True) if any(not p.empty for p in v) else pd.DataFrame()
+    tidy = {k: concat([p for p in v if not p.empty]) if any(not p.empty for p in v) else pd.DataFrame()
             for k, v in pieces.items()}
     return entry, {"tidy": tidy, "marker": marker_info}
 
@@ -267,11 +266,13 @@ def _analyze_marker(df: pd.DataFrame, marker: str, config: AnalysisConfig, piece
     """The reference marker's own curves, log-rank, Cox and C-index, and C(score) - C(marker)."""
     values = marker_strings(df[marker])
     levels, reason = marker_levels(values, config.reference_order)
-    missing = int(values.isna().sum())
-    entry: dict = {"name": marker, "n": int(values.notna().sum()), "missing": missing}
     if levels is None:
-        entry["reason"] = reason
-        return entry, {}
+        return {"name": marker, "n": int(values.notna().sum()), "missing": int(values.isna().sum()), "reason": reason}, {}
+    outside = sorted(set(values.dropna()) - set(levels))
+    values = values.where(values.isin(levels))
+    entry: dict = {"name": marker, "n": int(values.notna().sum()), "missing": int(values.isna().sum())}
+    if outside:
+        entry["not_in_order"] = outside
     sub = df.assign(**{marker: values})[values.notna()]
     rank = sub[marker].map({lv: i for i, lv in enumerate(levels)}).astype(float)
     labels = {lv: f"{marker} {lv}" for lv in levels}
@@ -367,7 +368,7 @@ def analyze(scores: pd.DataFrame, clinical: pd.DataFrame, config: AnalysisConfig
     def table(key: str, first: Sequence[str]) -> pd.DataFrame:
         if key not in tidy:
             return pd.DataFrame(columns=list(first))
-        out = pd.concat(tidy[key], ignore_index=True)
+        out = concat(tidy[key])
         return out[list(first) + [c for c in out.columns if c not in first]]
 
     excluded, unmatched = prepared.excluded, prepared.unmatched

@@ -34,8 +34,15 @@ class CoxResult:
     notes: list[str] = field(default_factory=list)
 
 
+def concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """pd.concat of tidy pieces whose all-missing columns (not-estimable rows) are expected."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return pd.concat(frames, ignore_index=True)
+
+
 def _not_estimable(terms: Sequence[str], reason: str, n: int = 0, events: int = 0) -> pd.DataFrame:
-    return pd.DataFrame([{"term": t, "hr": None, "ci_low": None, "ci_high": None, "p": None, "n": n,
+    return pd.DataFrame([{"term": t, "hr": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "n": n,
                           "events": events, "estimable": False, "reason": reason} for t in terms],
                         columns=COX_COLUMNS)
 
@@ -91,8 +98,8 @@ def _fit(design: pd.DataFrame, alpha: float, terms: Sequence[str]) -> tuple[pd.D
     for term in terms:
         hr, lo, hi, p = (float(s.loc[term, c]) for c in ("exp(coef)", lower, upper, "p"))
         finite = all(np.isfinite(v) for v in (hr, lo, hi, p)) and float(s.loc[term, "se(coef)"]) < 15
-        rows.append({"term": term, "hr": hr if finite else None, "ci_low": lo if finite else None,
-                     "ci_high": hi if finite else None, "p": p if finite else None, "n": n, "events": events,
+        rows.append({"term": term, "hr": hr if finite else np.nan, "ci_low": lo if finite else np.nan,
+                     "ci_high": hi if finite else np.nan, "p": p if finite else np.nan, "n": n, "events": events,
                      "estimable": finite, "reason": None if finite else "estimate diverged (separation)"})
     try:
         with warnings.catch_warnings():
@@ -169,7 +176,7 @@ def cox_groups(
         table, ph, fit_notes = _fit(design, alpha, fit_terms + list(cov_cols.columns))
         notes += fit_notes
     rows = [table] + [_not_estimable([t], r, len(design), int(design["event"].sum())) for t, r in skipped.items()]
-    table = pd.concat([r for r in rows if not r.empty], ignore_index=True) if any(not r.empty for r in rows) else _not_estimable([], "")
+    table = concat([r for r in rows if not r.empty]) if any(not r.empty for r in rows) else _not_estimable([], "")
     order = {t: i for i, t in enumerate(terms)}
     table = table.sort_values("term", key=lambda s: s.map(lambda t: order.get(t, len(order)))).reset_index(drop=True)
     if not ph.empty:

@@ -54,7 +54,7 @@ def read_table(path: str | Path, what: str) -> pd.DataFrame:
     if not path.is_file():
         raise error(f"{path}: {what} table not found. Fix: pass {what}=PATH to an existing CSV.")
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        return pd.read_csv(path, dtype=str)  # pandas' NA spellings ("", NA, N/A, null, ...) are missing
     except Exception as exc:  # pandas raises several types for malformed CSV
         raise error(f"{path}: cannot be parsed as CSV ({exc}). Fix: save it as comma-separated UTF-8.") from exc
 
