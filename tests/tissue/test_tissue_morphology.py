@@ -96,3 +96,44 @@ def test_docstring_examples(module):
     mod = importlib.import_module(f"wsi_prognosis.tissue.{module}")
     result = doctest.testmod(mod, extraglobs={"np": np}, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
+
+
+def spiral(n: int) -> np.ndarray:
+    """One long 1-px path winding inwards: the slowest case for label propagation."""
+    mask = np.zeros((n, n), bool)
+    top, left, bottom, right = 0, 0, n - 1, n - 1
+    while top <= bottom and left <= right:
+        mask[top, left:right + 1] = True
+        mask[top:bottom + 1, right] = True
+        mask[bottom, left:right + 1] = True
+        mask[top + 2:bottom + 1, left] = True
+        if top + 2 <= bottom:
+            mask[top + 2, left:left + 2] = True
+        top, left, bottom, right = top + 2, left + 2, bottom - 2, right - 2
+    return mask
+
+
+def diagonal_steps() -> np.ndarray:
+    # Pixels touching only at corners: one 8-connected component, many 4-connected ones.
+    return np.eye(9, dtype=bool) | np.eye(9, k=2, dtype=bool)
+
+
+@pytest.mark.parametrize("mask", [*MASKS, spiral(41), spiral(40), diagonal_steps(),
+                                  np.random.default_rng(2).random((50, 70)) < 0.5])
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_run_components_equal_scipy_label(mask, connectivity):
+    from wsi_prognosis.tissue.morphology import _Runs
+
+    structure = np.ones((3, 3), bool) if connectivity == 8 else None
+    labels, count = ndimage.label(mask, structure=structure)
+    runs = _Runs.of(mask)
+    component, sizes = runs.components(connectivity=connectivity)
+    assert sizes.size == count
+    # Same partition: each run lies in one scipy component, and the mapping is one-to-one.
+    scipy_label_of_run = labels[runs.rows, runs.starts]
+    pairs = set(zip(component.tolist(), scipy_label_of_run.tolist(), strict=True))
+    assert len(pairs) == count == len({a for a, _ in pairs}) == len({b for _, b in pairs})
+    expected_sizes = np.bincount(labels.ravel())[1:]
+    np.testing.assert_array_equal(np.sort(sizes), np.sort(expected_sizes))
+    # Painting every run gives back the mask.
+    np.testing.assert_array_equal(runs.paint(np.ones(component.size, bool)), mask)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from skimage.draw import polygon as draw_polygon
 
 from wsi_prognosis.errors import AnnotationError
 
@@ -245,6 +244,8 @@ def annotation_mask(polygons: Sequence[Polygon], *, shape: tuple[int, int], scal
 def _fill(xy: np.ndarray, shape: tuple[int, int], scale: float) -> tuple[np.ndarray, np.ndarray] | None:
     # Pixel (r, c) is inside when its centre (c + 0.5, r + 0.5) in mask units is; draw.polygon
     # tests integer points, so shift the vertices by half a pixel.
+    from skimage.draw import polygon as draw_polygon
+
     rows = xy[:, 1] * scale - 0.5
     cols = xy[:, 0] * scale - 0.5
     rr, cc = draw_polygon(rows, cols, shape=shape)
