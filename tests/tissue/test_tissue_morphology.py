@@ -137,3 +137,27 @@ def test_run_components_equal_scipy_label(mask, connectivity):
     np.testing.assert_array_equal(np.sort(sizes), np.sort(expected_sizes))
     # Painting every run gives back the mask.
     np.testing.assert_array_equal(runs.paint(np.ones(component.size, bool)), mask)
+
+
+@pytest.mark.parametrize("radius", range(0, 9))
+def test_disk_equals_skimage(radius):
+    from wsi_prognosis.tissue.morphology import disk
+
+    np.testing.assert_array_equal(disk(radius), morphology.disk(radius).astype(bool))
+
+
+def test_otsu_equals_skimage_on_histograms():
+    from skimage.filters import threshold_otsu
+
+    from wsi_prognosis.tissue.mask import otsu_threshold
+
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        # Bimodal saturation-like histograms: glass near 0-10, tissue around 40-150, with
+        # empty bins at both ends (which skimage trims).
+        values = np.concatenate([rng.normal(rng.uniform(2, 10), 3, rng.integers(100, 5000)),
+                                 rng.normal(rng.uniform(40, 150), 20, rng.integers(100, 5000))])
+        hist = np.bincount(np.clip(np.rint(values), 0, 255).astype(int), minlength=256)
+        assert otsu_threshold(hist) == threshold_otsu(hist=hist)
+    with pytest.raises(ValueError, match="two distinct"):
+        otsu_threshold(np.array([0, 7, 0]))
