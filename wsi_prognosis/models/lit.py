@@ -1,0 +1,115 @@
+"""The LightningModule of one ensemble member: a timm backbone scores tiles, pooling makes the slide
+score, binary cross-entropy against the slide's good/poor label (multiple-instance learning).
+
+Each validation epoch scores every tuning slide on fixed tiles and logs `tune_c_index` (slide
+score against the patient's time/event) and `tune_auc_extremes` (good vs poor among tuning
+patients whose outcome meets the training label definition); the checkpoint callback keeps
+the best epoch by the configured one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from wsi_prognosis.models.backbone import Preprocessing, build_backbone, tiles_to_tensor
+from wsi_prognosis.models.metrics import tuning_metrics
+from wsi_prognosis.models.pooling import pool_tile_logits
+
+METRIC_KEYS = {"c_index": "tune_c_index", "auc_extremes": "tune_auc_extremes"}
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05   # of all steps, linear warm-up before the cosine decay
+    min_lr_ratio: float = 0.01      # cosine decays to lr * this
+
+
+class MilModule(pl.LightningModule):
+    """Tile logits -> pooled slide probability -> BCE with the slide label."""
+
+    def __init__(self, arch: str, preprocessing: dict[str, Any], pooling: dict[str, Any],
+                 optim: dict[str, Any], pretrained_path: str | None = None, eval_chunk: int = 256) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.backbone = build_backbone(arch, pretrained_path=pretrained_path).to(memory_format=torch.channels_last)
+        self.prep = Preprocessing.from_dict(preprocessing)
+        self.pooling = dict(pooling)
+        self.optim = OptimConfig(**optim)
+        self.eval_chunk = eval_chunk
+        self._val: list[tuple[int, float]] = []
+        self.history: list[dict[str, float]] = []
+
+    def tile_logits(self, tiles_uint8: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, 3) uint8 -> (N,) logits."""
+        return self.backbone(tiles_to_tensor(tiles_uint8, self.prep)).float().reshape(-1)
+
+    def forward(self, bags_uint8: torch.Tensor) -> torch.Tensor:
+        """(B, N, H, W, 3) uint8 bags -> (B,) slide probabilities."""
+        b, n = bags_uint8.shape[:2]
+        logits = self.tile_logits(bags_uint8.reshape(b * n, *bags_uint8.shape[2:])).reshape(b, n)
+        return pool_tile_logits(logits, **self.pooling)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        tiles, y, _ = batch
+        prob = self(tiles).clamp(1e-6, 1 - 1e-6)
+        loss = F.binary_cross_entropy(prob, y.float())
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        tiles, index = batch
+        tiles = tiles[0]
+        logits = torch.cat([self.tile_logits(tiles[s:s + self.eval_chunk]) for s in range(0, len(tiles), self.eval_chunk)])
+        score = pool_tile_logits(logits, **self.pooling)
+        self._val.append((int(index[0]), float(score)))
+
+    def on_validation_epoch_end(self) -> None:
+        local = torch.tensor(self._val, dtype=torch.float64, device=self.device).reshape(-1, 2)
+        self._val = []
+        gathered = self.all_gather(local).reshape(-1, 2).cpu().numpy() if self.trainer.world_size > 1 else local.cpu().numpy()
+        datamodule = self.trainer.datamodule
+        outcomes = datamodule.tune_outcomes if datamodule is not None else None
+        metrics = {"c_index": float("nan"), "auc_extremes": float("nan")}
+        if outcomes is not None and len(gathered):
+            score_by_slide: dict[int, float] = {}
+            for i, s in gathered:  # DistributedSampler pads with repeats: keep one score per slide
+                score_by_slide[int(i)] = float(s)
+            idx = np.array(sorted(score_by_slide))
+            scores = np.array([score_by_slide[i] for i in idx])
+            table = outcomes.iloc[idx]
+            metrics = tuning_metrics(scores, table["time"].to_numpy(), table["event"].to_numpy(), table["label"].to_numpy())
+        for key, name in METRIC_KEYS.items():
+            value = metrics[key]
+            self.log(name, value if not math.isnan(value) else float("nan"), prog_bar=True, sync_dist=False)
+        if not self.trainer.sanity_checking:
+            self.history.append({"epoch": int(self.current_epoch), **{k: float(v) for k, v in metrics.items()}})
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(self.optim.warmup_fraction * total)
+        floor = self.optim.min_lr_ratio
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["wsi_history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("wsi_history", []))

@@ -1,0 +1,273 @@
+"""Train one ensemble member end to end: labels -> bags -> Lightning fit -> member folder.
+
+Called by `stages/train.py` with a validated `TrainConfig`. Writes, in the member folder:
+member.json (name, resolution, arch, pooling, preprocessing, tile_spec, seed, config),
+metrics.json (per-epoch and best tuning metrics), best.pt (the best epoch's backbone
+state_dict), last.ckpt / best.ckpt (Lightning, for resume) and run_train.json (provenance).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+
+from wsi_prognosis.atomic import atomic_path, write_text_atomic
+from wsi_prognosis.cohort import read_clinical, read_manifest
+from wsi_prognosis.cohort.labels import outcome_labels, training_labels
+from wsi_prognosis.errors import TrainingError
+from wsi_prognosis.models.backbone import default_preprocessing
+from wsi_prognosis.models.data import BagDataModule, SlideBag, prepare_slides
+from wsi_prognosis.models.lit import METRIC_KEYS, MilModule
+from wsi_prognosis.provenance import write_run_record
+from wsi_prognosis.tiling import open_tile_store
+
+if TYPE_CHECKING:
+    from wsi_prognosis.stages.train import TrainConfig
+
+log = logging.getLogger(__name__)
+
+MEMBER_FILE, METRICS_FILE, BEST_WEIGHTS = "member.json", "metrics.json", "best.pt"
+
+
+def tuning_table(manifest: pd.DataFrame, clinical: pd.DataFrame, config: "TrainConfig") -> pd.DataFrame:
+    """Tuning-cohort slides with their patient's time, event and label (good/poor/excluded)."""
+    cohort = config.data.tune_cohort
+    slides = manifest[manifest["cohort"] == cohort]
+    if slides.empty:
+        raise TrainingError(
+            f"{config.manifest}: no slides with cohort={cohort!r}; each epoch scores the tuning cohort to pick the best "
+            "checkpoint. Fix: add tuning slides, or set data.tune_cohort to the cohort to tune on."
+        )
+    patients = clinical.copy()
+    patients["label"] = outcome_labels(patients, config.labels)
+    table = slides.merge(patients[["patient_id", "time", "event", "label"]], on="patient_id", how="inner")
+    if len(table) < len(slides):
+        log.warning("%s: %d tuning slide(s) have no clinical row and are not scored", config.clinical, len(slides) - len(table))
+    if table.empty:
+        raise TrainingError(f"{config.clinical}: none of the tuning patients has a clinical row. Fix: add them.")
+    return table.reset_index(drop=True)
+
+
+def tile_spec_from_store(tiles_file: str) -> dict[str, Any]:
+    """The tile specification recorded in a tile store (what `score` must tile with)."""
+    with open_tile_store(tiles_file) as store:
+        tiling = dict(store.tiling)
+        if "resolutions" not in tiling:
+            tiling["resolutions"] = {r: {"mpp": store.grid(r).mpp, "tile_px": store.grid(r).tile_px} for r in store.resolutions}
+    return {k: tiling[k] for k in ("resolutions", "min_tissue_fraction", "tissue") if k in tiling}
+
+
+def _check_grids(bags: list[SlideBag], resolution: str) -> tuple[int, float]:
+    specs = {(b.grid.tile_px, round(b.grid.mpp, 6)) for b in bags}
+    if len(specs) != 1:
+        raise TrainingError(
+            f"tile stores disagree on the {resolution} grid (tile_px, mpp): {sorted(specs)}. "
+            "Fix: tile every slide with the same tiling configuration."
+        )
+    tile_px, mpp = specs.pop()
+    return tile_px, mpp
+
+
+def _is_gpu(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def _strategy(name: str, accelerator: str) -> Any:
+    """`ddp` started by hand (not by SLURM/torchrun) spawns its processes instead of re-running the
+    command line: the `wsi-prognosis` entry point rewrites argv, so Lightning's re-launch cannot."""
+    if name != "ddp":
+        return name
+    from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+    from pytorch_lightning.strategies import DDPStrategy
+
+    if SLURMEnvironment.detect() or TorchElasticEnvironment.detect() or "LOCAL_RANK" in os.environ:
+        return DDPStrategy(process_group_backend=None if _is_gpu(accelerator) else "gloo")
+    return DDPStrategy(start_method="spawn", process_group_backend=None if _is_gpu(accelerator) else "gloo")
+
+
+class MetricsWriter(pl.Callback):
+    """Rewrite metrics.json after every tuning epoch (rank 0), so progress is visible mid-run."""
+
+    def __init__(self, path: Path, monitor: str, extra: dict[str, Any]) -> None:
+        self.path, self.monitor, self.extra = path, monitor, extra
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            write_metrics(self.path, pl_module.history, self.monitor, finished=False, extra=self.extra)
+
+
+def best_epoch(history: list[dict[str, Any]], monitor: str) -> dict[str, Any] | None:
+    """The epoch with the highest monitored metric (first on ties; NaN never wins over a number)."""
+    best = None
+    for row in history:
+        value = row.get(monitor, float("nan"))
+        if best is None:
+            best = row
+            continue
+        current = best.get(monitor, float("nan"))
+        if not math.isnan(value) and (math.isnan(current) or value > current):
+            best = row
+    return best
+
+
+def write_metrics(path: Path, history: list[dict[str, Any]], monitor: str, *, finished: bool,
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    best = best_epoch(history, monitor)
+    record = _clean({"monitor": monitor, "finished": finished, "epochs": history, "best": best, **(extra or {})})
+    write_text_atomic(path, json.dumps(record, indent=2, default=_json_nan) + "\n")
+    return record
+
+
+def _json_nan(value: Any) -> Any:
+    return str(value)
+
+
+def _clean(value: Any) -> Any:
+    """NaN -> None recursively (JSON has no NaN)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _finished(member_dir: Path) -> dict[str, Any] | None:
+    try:
+        metrics = json.loads((member_dir / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if metrics.get("finished") and (member_dir / BEST_WEIGHTS).is_file() and (member_dir / MEMBER_FILE).is_file():
+        return metrics
+    return None
+
+
+def train_member(config: "TrainConfig") -> dict[str, Any]:
+    """Train (or resume, or skip when finished) one member; returns metrics.json's content."""
+    from wsi_prognosis.stages.train import config_record
+
+    member_dir = config.member_dir
+    member_dir.mkdir(parents=True, exist_ok=True)
+    last_ckpt = member_dir / "last.ckpt"
+    if config.resume:
+        done = _finished(member_dir)
+        if done is not None:
+            log.info("%s: already trained (metrics.json finished); skipping. Use resume=false to retrain.", member_dir)
+            return done
+    elif last_ckpt.exists():
+        log.warning("%s: resume=false, starting over (existing checkpoints are replaced)", member_dir)
+        for name in ("last.ckpt", "best.ckpt", BEST_WEIGHTS, METRICS_FILE):
+            (member_dir / name).unlink(missing_ok=True)
+
+    manifest = read_manifest(config.manifest)
+    clinical = read_clinical(config.clinical)
+    train_table, counts = training_labels(manifest, clinical, config.labels, cohort=config.data.train_cohort,
+                                          source=str(config.clinical))
+    print(f"training labels ({config.data.train_cohort} patients): good={counts['good']} poor={counts['poor']} "
+          f"excluded={counts['excluded']}", flush=True)
+    tune_table = tuning_table(manifest, clinical, config)
+    res = config.resolution
+    train_bags = prepare_slides(train_table, config.tiles, res, min_tissue_fraction=config.data.min_tissue_fraction,
+                                verify_fingerprints=config.data.verify_fingerprints)
+    tune_bags = prepare_slides(tune_table, config.tiles, res, min_tissue_fraction=config.data.min_tissue_fraction,
+                               verify_fingerprints=config.data.verify_fingerprints)
+    tile_px, mpp = _check_grids(train_bags + tune_bags, res)
+    preprocessing = default_preprocessing(config.model.arch, tile_px=tile_px, mpp=mpp).to_dict()
+    tile_spec = tile_spec_from_store(train_bags[0].tiles_file)
+    n_tiles = int(sum(b.n_tiles for b in train_bags))
+    log.info("%s: %d training slides (%d tiles at %s), %d tuning slides", config.member, len(train_bags), n_tiles, res,
+             len(tune_bags))
+
+    member_record = {
+        "name": config.member, "resolution": res, "arch": config.model.arch, "pooling": config.model.pooling,
+        "preprocessing": preprocessing, "tile_spec": tile_spec, "seed": config.seed,
+        "label_counts": counts, "config": config_record(config),
+    }
+    write_text_atomic(member_dir / MEMBER_FILE, json.dumps(member_record, indent=2) + "\n")
+
+    pl.seed_everything(config.seed, workers=True)
+    datamodule = BagDataModule(train_bags, tune_bags, config.data)
+    module = MilModule(arch=config.model.arch, preprocessing=preprocessing, pooling=config.model.pooling,
+                       optim=config.model.optim, pretrained_path=config.model.pretrained_path)
+    t = config.trainer
+    gpu = _is_gpu(t.accelerator)
+    precision = t.precision if t.precision != "auto" else ("bf16-mixed" if gpu else "32-true")
+    deterministic = (not gpu) if t.deterministic == "auto" else t.deterministic
+    monitor_key = METRIC_KEYS[t.monitor]
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=member_dir, filename="best", monitor=monitor_key, mode="max", save_top_k=1, save_last=True,
+        every_n_epochs=1, enable_version_counter=False, auto_insert_metric_name=False,
+    )
+    resumed_from = None
+    ckpt_path = None
+    if config.resume and last_ckpt.is_file():
+        ckpt_path = str(last_ckpt)
+        try:
+            resumed_from = int(torch.load(last_ckpt, map_location="cpu", weights_only=False)["epoch"])
+        except Exception as exc:
+            raise TrainingError(f"{last_ckpt}: cannot be read to resume ({exc}). Fix: rerun with resume=false.") from exc
+        log.info("%s: resuming from %s (epoch %d done)", config.member, last_ckpt, resumed_from + 1)
+        print(f"resuming from {last_ckpt} after epoch {resumed_from}", flush=True)
+    extra = {"member": config.member, "resolution": res, "resumed_from_epoch": resumed_from}
+    callbacks: list[pl.Callback] = [checkpoint, MetricsWriter(member_dir / METRICS_FILE, t.monitor, extra)]
+    if t.early_stopping_patience and t.early_stopping_patience > 0:
+        callbacks.append(pl.callbacks.EarlyStopping(monitor=monitor_key, mode="max", patience=t.early_stopping_patience,
+                                                    check_finite=False))
+    trainer = pl.Trainer(
+        default_root_dir=str(member_dir), max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
+        num_nodes=t.num_nodes, strategy=_strategy(t.strategy, t.accelerator), precision=precision,
+        deterministic=deterministic, callbacks=callbacks, log_every_n_steps=t.log_every_n_steps,
+        limit_train_batches=t.limit_train_batches, num_sanity_val_steps=t.num_sanity_val_steps,
+        enable_progress_bar=t.enable_progress_bar,
+        logger=pl.loggers.CSVLogger(str(member_dir), name="logs", version=""),
+        enable_model_summary=False,
+    )
+    started = time.time()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if not trainer.is_global_zero:
+        return {}
+    return finish_member(member_dir, config, t.monitor, extra={**extra, "train_seconds": round(time.time() - started, 1),
+                                                                  "n_train_tiles": n_tiles})
+
+
+def finish_member(member_dir: Path, config: "TrainConfig", monitor: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """best.ckpt -> best.pt (backbone state_dict only), final metrics.json, run_train.json."""
+    from wsi_prognosis.stages.train import config_record
+
+    best_ckpt = member_dir / "best.ckpt"
+    source = best_ckpt if best_ckpt.is_file() else member_dir / "last.ckpt"
+    if not source.is_file():
+        raise TrainingError(f"{member_dir}: training ended without a checkpoint. Fix: check the log and rerun.")
+    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+    history = list(checkpoint.get("wsi_history", []))
+    last = torch.load(member_dir / "last.ckpt", map_location="cpu", weights_only=False) if (member_dir / "last.ckpt").is_file() else checkpoint
+    history = list(last.get("wsi_history", history))
+    state = {k[len("backbone."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.")}
+    with atomic_path(member_dir / BEST_WEIGHTS) as tmp:
+        torch.save(state, tmp)
+    best_epoch_index = int(checkpoint["epoch"])
+    best = next((row for row in history if row["epoch"] == best_epoch_index), None)
+    record = write_metrics(member_dir / METRICS_FILE, history, monitor, finished=False,
+                           extra={**extra, "best_checkpoint_epoch": best_epoch_index})
+    record["best"] = _clean(best) if best is not None else record["best"]
+    record["finished"] = True
+    write_text_atomic(member_dir / METRICS_FILE, json.dumps(record, indent=2, default=_json_nan) + "\n")
+    write_run_record(member_dir, "train", config_record(config),
+                     inputs={"manifest": config.manifest, "clinical": config.clinical}, seed=config.seed,
+                     extra={"member": config.member, "best": record["best"]})
+    log.info("%s: best epoch %s %s=%s", config.member, best_epoch_index, monitor, (record["best"] or {}).get(monitor))
+    return record
+
+
+__all__ = ["train_member", "finish_member", "tuning_table", "best_epoch", "np"]

@@ -1,0 +1,155 @@
+"""`wsi-prognosis train manifest=CSV clinical=CSV tiles=DIR out=DIR` — train one ensemble member.
+
+The member folder is `out/<member>` where the member name is built from resolution, arch, seed
+and any other overrides (so a `--multirun` sweep writes one folder per candidate). It holds
+member.json, metrics.json, best.pt (backbone state_dict), best.ckpt/last.ckpt (Lightning) and
+run_train.json. Rerunning with `resume=true` (the default) skips a finished member and continues
+an interrupted one from last.ckpt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from wsi_prognosis.cohort.labels import LabelConfig
+from wsi_prognosis.errors import ConfigurationError
+from wsi_prognosis.models.augment import AugmentConfig
+from wsi_prognosis.models.data import DataConfig
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+MAX_NAME_EXTRA = 60
+
+
+def member_name(resolution: str, arch: str, seed: Any, overrides: str = "") -> str:
+    """A filesystem-safe, unique member folder name: `<res>_<arch>_s<seed>[_<other overrides>]`.
+
+    `overrides` is Hydra's `job.override_dirname` with resolution/arch/seed/paths excluded, e.g.
+    "model.optim.lr=0.003,experiment=demo" -> "..._experiment=demo_model.optim.lr=0.003"; long or
+    rewritten override strings are replaced by a short hash so names stay unique and short.
+    """
+    base = f"{resolution}_{arch}_s{seed}"
+    items = [item for item in str(overrides or "").split(",") if item]
+    if not items:
+        return _UNSAFE.sub("-", base)
+    extra = "_".join(sorted(items))
+    safe = _UNSAFE.sub("-", extra)
+    if safe != extra or len(safe) > MAX_NAME_EXTRA:
+        safe = (safe[:40] + "-" if len(safe) > 40 else safe + "-") + hashlib.sha1(extra.encode()).hexdigest()[:8]
+    return _UNSAFE.sub("-", base) + "_" + safe
+
+
+OmegaConf.register_new_resolver("wsi_member", member_name, replace=True)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "mobilenetv2_100"
+    pretrained_path: str | None = None
+    pooling: dict[str, Any] = field(default_factory=lambda: {"method": "mean"})
+    optim: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    max_epochs: int = 30
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "auto"          # auto: bf16-mixed on GPU, 32-true on CPU
+    deterministic: Any = "auto"      # auto: true on CPU
+    monitor: str = "c_index"         # c_index | auc_extremes (on the tuning cohort)
+    early_stopping_patience: int = 10
+    log_every_n_steps: int = 10
+    limit_train_batches: Any = None
+    num_sanity_val_steps: int = 0
+    enable_progress_bar: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    manifest: Path
+    clinical: Path
+    tiles: Path
+    out: Path
+    member: str
+    resolution: str
+    seed: int
+    resume: bool
+    model: ModelConfig
+    data: DataConfig
+    trainer: TrainerConfig
+    labels: LabelConfig
+    resolved: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def member_dir(self) -> Path:
+        return self.out / self.member
+
+
+def _section(cls: type, values: Any, key: str) -> Any:
+    values = dict(values or {})
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigurationError(f"{key}.{unknown[0]}: unknown option; known: {sorted(known)}.")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigurationError(f"{key}: {exc}") from exc
+
+
+def parse_config(cfg: DictConfig) -> TrainConfig:
+    """Validate the composed Hydra config into frozen dataclasses (the only place DictConfig is read)."""
+    for key in ("manifest", "clinical", "tiles", "out"):
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigurationError(f"{key}: required. Usage: wsi-prognosis train manifest=CSV clinical=CSV tiles=DIR out=DIR.")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    data = dict(resolved.get("data") or {})
+    augment = _section(AugmentConfig, data.pop("augment", {}), "data.augment")
+    data_config = _section(DataConfig, {**data, "augment": augment}, "data")
+    model = _section(ModelConfig, resolved.get("model"), "model")
+    trainer = _section(TrainerConfig, resolved.get("trainer"), "trainer")
+    labels = _section(LabelConfig, resolved.get("labels"), "labels")
+    if trainer.monitor not in ("c_index", "auc_extremes"):
+        raise ConfigurationError(f"trainer.monitor={trainer.monitor!r}: use c_index or auc_extremes.")
+    from wsi_prognosis.models.pooling import check_pooling
+
+    check_pooling(model.pooling)
+    if data_config.bag_size < 1 or data_config.batch_size < 1:
+        raise ConfigurationError("data.bag_size and data.batch_size must be >= 1.")
+    return TrainConfig(
+        manifest=Path(str(resolved["manifest"])), clinical=Path(str(resolved["clinical"])),
+        tiles=Path(str(resolved["tiles"])), out=Path(str(resolved["out"])), member=str(resolved["member"]),
+        resolution=str(resolved["resolution"]), seed=int(resolved["seed"]), resume=bool(resolved["resume"]),
+        model=model, data=data_config, trainer=trainer, labels=labels, resolved=resolved,
+    )
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train one member; returns its final metrics (also in <member>/metrics.json)."""
+    config = parse_config(cfg)
+    from wsi_prognosis.models.training import train_member  # deferred: torch/lightning import
+
+    return train_member(config)
+
+
+def config_record(config: TrainConfig) -> dict[str, Any]:
+    """The resolved config as plain JSON-ready data (for member.json and the bundle)."""
+    record = dict(config.resolved)
+    record.pop("hydra", None)
+    return json.loads(json.dumps(record, default=str))
+
+
+__all__ = ["TrainConfig", "member_name", "parse_config", "run", "config_record", "asdict"]
