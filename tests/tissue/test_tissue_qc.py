@@ -70,7 +70,8 @@ def test_real_slide_qc_thumbnail(cmu_slide, tmp_path):
     with openslide.OpenSlide(str(cmu_slide)) as slide:
         mpp = float(slide.properties[openslide.PROPERTY_NAME_MPP_X])
         width, height = slide.dimensions
-        thumb = np.array(slide.get_thumbnail((round(width * mpp / 8), round(height * mpp / 8))).convert("RGB"))
+        size = (round(width * mpp / 8), round(height * mpp / 8))
+        thumb = np.array(slide.get_thumbnail(size).convert("RGB"))
     thumb_mpp = width * mpp / thumb.shape[1]
     thumb[150:154, 40:120] = BLUE_INK
     result = tissue_mask(thumb, mpp=thumb_mpp)
