@@ -44,11 +44,11 @@ def nuclear_params(risk: float, strength_40x: float) -> NuclearParams:
     """40x nuclear features; n = strength * r, clipped to +-2.5."""
     n = float(np.clip(strength_40x * risk, -2.5, 2.5))
     return NuclearParams(
-        radius_um=2.5 * np.exp(0.15 * n),
+        radius_um=2.6 * np.exp(0.11 * n),
         pleomorphism_cv=float(np.clip(0.10 * np.exp(0.45 * n), 0.04, 0.35)),
-        darkness=1.0 + 0.16 * n,
+        darkness=1.0 + 0.12 * n,
         coarseness=float(np.clip(0.22 + 0.10 * n, 0.05, 0.5)),
-        density_per_um2=(1.0 / 40.0) * np.exp(0.12 * n),
+        density_per_um2=(1.0 / 40.0) * np.exp(-0.05 * n),  # held: size, not count, grows
         nucleolus_probability=_sigmoid(1.6 * n - 1.5),
         disorder=_sigmoid(1.5 * n - 0.5),
     )

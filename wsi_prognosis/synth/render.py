@@ -21,21 +21,22 @@ from scipy import ndimage
 
 from wsi_prognosis.synth import artefacts
 from wsi_prognosis.synth.morphology import ArchitectureParams, NuclearParams, architecture_params, nuclear_params
-from wsi_prognosis.synth.textures import crop, texture_bank
+from wsi_prognosis.synth.textures import N_FIBRE_ANGLES, crop, texture_bank
 
 # stain optical-density vectors (R, G, B) per unit concentration
 H_OD = np.array([0.62, 0.72, 0.30], np.float32)
-E_OD = np.array([0.10, 0.90, 0.42], np.float32)
+E_OD = np.array([0.05, 0.86, 0.52], np.float32)
 GLASS_OD = np.array([0.055, 0.052, 0.06], np.float32)
-# per-slide mean concentrations over tissue (what compensation resets to, before stain jitter)
-TARGET_MEAN_H = 0.20
-TARGET_MEAN_E = 0.42
+GLASS_RGB = tuple(int(v) for v in np.clip(255.0 * np.exp(-GLASS_OD) + 0.5, 0, 255))  # (241, 242, 240)
+# mean transmittance (R, G, B) of tissue that the colour balance resets every slide to (x jitter)
+TARGET_TISSUE_TRANSMITTANCE = np.array([0.79, 0.575, 0.765], np.float32)
 
 BACKGROUND = 0
 STROMA = 1
 EPITHELIUM = 2
 LUMEN = 3
 BUD = 4
+THETA_BINS = 720
 
 
 @dataclass(frozen=True)
@@ -72,26 +73,36 @@ def _resize(field_: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(field_.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR))
 
 
-def tissue_layout(rng: np.random.Generator, spec: FieldSpec, cell_um: float = 8.0) -> np.ndarray:
-    """(H, W) bool tissue mask: one to three pieces with ragged edges, exactly ~tissue_fraction."""
-    w_um, h_um = spec.width_px * spec.mpp, spec.height_px * spec.mpp
-    gw, gh = max(int(np.ceil(w_um / cell_um)), 8), max(int(np.ceil(h_um / cell_um)), 8)
-    if spec.full_tissue:
-        return np.ones((spec.height_px, spec.width_px), bool)
-    yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
-    xx, yy = xx / gw, yy / gh
-    envelope = np.full((gh, gw), -1.0, np.float32)
+def tissue_field(rng: np.random.Generator, grid_w: int, grid_h: int, tissue_fraction: float) -> tuple[np.ndarray, float]:
+    """A smooth (grid_h, grid_w) field and the threshold above which a cell is tissue.
+
+    One to three elliptical pieces with ragged edges, kept off the slide border; the threshold
+    is the field's (1 - tissue_fraction) quantile, so the tissue area is set by the configuration
+    alone (never by the risk).
+    """
+    yy, xx = np.mgrid[0:grid_h, 0:grid_w].astype(np.float32)
+    xx, yy = xx / grid_w, yy / grid_h
+    envelope = np.full((grid_h, grid_w), -1.0, np.float32)
     for _ in range(int(rng.integers(1, 4))):
-        cx, cy = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7)
-        ax, ay = rng.uniform(0.25, 0.45), rng.uniform(0.25, 0.45)
+        cx, cy = rng.uniform(0.35, 0.65), rng.uniform(0.35, 0.65)
+        ax, ay = rng.uniform(0.22, 0.38), rng.uniform(0.22, 0.38)
         angle = rng.uniform(0, np.pi)
         u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
         v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
         envelope = np.maximum(envelope, 1.0 - (u / ax) ** 2 - (v / ay) ** 2)
     border = np.minimum.reduce([xx, 1 - xx, yy, 1 - yy])
-    field_ = envelope + 0.35 * _smooth_noise(rng, (gh, gw), max(gw, gh) / 14) \
-        + 0.12 * _smooth_noise(rng, (gh, gw), 1.2) - 3.0 * np.clip(0.06 - border, 0, None) / 0.06
-    threshold = float(np.quantile(field_, 1.0 - spec.tissue_fraction))
+    field_ = envelope + 0.30 * _smooth_noise(rng, (grid_h, grid_w), max(grid_w, grid_h) / 12) \
+        + 0.10 * _smooth_noise(rng, (grid_h, grid_w), 1.5) - 8.0 * np.clip(0.12 - border, 0, None) ** 2 / 0.12
+    return field_.astype(np.float32), float(np.quantile(field_, 1.0 - tissue_fraction))
+
+
+def tissue_layout(rng: np.random.Generator, spec: FieldSpec, cell_um: float = 8.0) -> np.ndarray:
+    """(H, W) bool tissue mask at the field's resolution (all True for a full-tissue patch)."""
+    if spec.full_tissue:
+        return np.ones((spec.height_px, spec.width_px), bool)
+    w_um, h_um = spec.width_px * spec.mpp, spec.height_px * spec.mpp
+    grid_w, grid_h = max(int(np.ceil(w_um / cell_um)), 8), max(int(np.ceil(h_um / cell_um)), 8)
+    field_, threshold = tissue_field(rng, grid_w, grid_h, spec.tissue_fraction)
     return _resize(field_, spec.width_px, spec.height_px) > threshold
 
 
@@ -121,7 +132,7 @@ def draw_glands(rng: np.random.Generator, spec: FieldSpec, tissue: np.ndarray, a
             u = rng.random()
             kind = "solid" if u < arch.solid_probability else (
                 "cribriform" if u < arch.solid_probability + arch.cribriform_probability else "tubular")
-            radius_um = rng.uniform(19, 30) * {"solid": 1.2, "cribriform": 1.2, "tubular": 1.0}[kind]
+            radius_um = rng.uniform(19, 30) * {"solid": 0.85, "cribriform": 1.0, "tubular": 1.0}[kind]
             _paint_gland(rng, len(glands) + 1, cx, cy, radius_um / mpp, kind, arch, mpp, tissue, label, gland_id)
             glands.append(Gland(cx, cy, kind))
     return glands
@@ -137,25 +148,31 @@ def _paint_gland(rng: np.random.Generator, gid: int, cx: float, cy: float, radiu
     phases = rng.uniform(0, 2 * np.pi, ks.size)
     ellipticity = rng.uniform(0.7, 1.0)
     tilt = rng.uniform(0, np.pi)
-    reach = int(radius_px * (1.0 + 2.2 * irregular) + 3)
+    # the outline radius as a function of angle, tabulated once (cheaper than cos per pixel)
+    angles = np.linspace(-np.pi, np.pi, THETA_BINS + 1, dtype=np.float32)
+    table = radius_px * (1.0 + (amps[:, None] * np.cos(ks[:, None] * angles[None, :] + phases[:, None])).sum(0))
+    table = table.astype(np.float32)
+    reach = int(table.max()) + 2
     x0, x1 = max(int(cx) - reach, 0), min(int(cx) + reach + 1, w)
     y0, y1 = max(int(cy) - reach, 0), min(int(cy) + reach + 1, h)
     if x1 <= x0 or y1 <= y0:
         return
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    dx, dy = xx - cx, yy - cy
-    u = dx * np.cos(tilt) + dy * np.sin(tilt)
-    v = (-dx * np.sin(tilt) + dy * np.cos(tilt)) / ellipticity
+    dx = (np.arange(x0, x1, dtype=np.float32) - cx)[None, :]
+    dy = (np.arange(y0, y1, dtype=np.float32) - cy)[:, None]
+    c, s = np.float32(np.cos(tilt)), np.float32(np.sin(tilt))
+    u = dx * c + dy * s
+    v = (dy * c - dx * s) / np.float32(ellipticity)
     rho = np.hypot(u, v)
-    theta = np.arctan2(v, u)
-    outline = radius_px * (1.0 + np.tensordot(amps, np.cos(ks[:, None, None] * theta + phases[:, None, None]), 1))
-    inside = (rho < outline) & tissue[y0:y1, x0:x1]
+    theta_bin = ((np.arctan2(v, u) + np.float32(np.pi)) * np.float32(THETA_BINS / (2 * np.pi))).astype(np.int32)
+    outline = table[theta_bin]
+    inside = rho < outline
+    inside &= tissue[y0:y1, x0:x1]
     box = label[y0:y1, x0:x1]
     box[inside] = EPITHELIUM
     gland_id[y0:y1, x0:x1][inside] = gid
     if kind == "tubular":
         thickness = rng.uniform(8.5, 11.5) / mpp
-        lumen = inside & (rho < outline - thickness)
+        lumen = inside & (rho < outline - np.float32(thickness))
         box[lumen] = LUMEN
     elif kind == "cribriform":
         for _ in range(int(rng.integers(3, 7))):
@@ -222,9 +239,9 @@ def draw_nucleus(ch: np.ndarray, ce: np.ndarray, alpha_map: np.ndarray, grain: n
     v = (-dx * s + dy * c) / b_px
     d = np.sqrt(u * u + v * v)
     alpha = np.clip((1.0 - d) * min(a_px, b_px) + 0.5, 0.0, 1.0)
-    value = darkness * (0.78 + coarseness * grain[y0:y1, x0:x1] + 0.25 * (d > 0.72))
+    value = darkness * np.maximum(1.45 + 1.5 * coarseness * grain[y0:y1, x0:x1] + 0.35 * (d > 0.72), 0.5)
     if nucleolus_px > 0:
-        value = value + 0.9 * darkness * np.exp(-((dx - 0.2 * a_px * c) ** 2 + (dy - 0.2 * a_px * s) ** 2)
+        value = value + 1.2 * darkness * np.exp(-((dx - 0.2 * a_px * c) ** 2 + (dy - 0.2 * a_px * s) ** 2)
                                                 / (2 * nucleolus_px ** 2))
     sub_h, sub_e = ch[y0:y1, x0:x1], ce[y0:y1, x0:x1]
     sub_h += alpha * (value - sub_h)
@@ -271,7 +288,7 @@ def draw_all_nuclei(rng: np.random.Generator, spec: FieldSpec, label: np.ndarray
     area_um2 = stroma.size * mpp * mpp
     for idx in rng.choice(stroma, size=int(rng.poisson(area_um2 / 320.0)), replace=True) if stroma.size else []:
         y, x = divmod(int(idx), w)
-        angle = (0.0 if fibre_weight[y, x] > 0.5 else np.pi / 2) + rng.normal(0, 0.25)
+        angle = np.pi / 4 * float(fibre_weight[y, x]) + rng.normal(0, 0.2)
         draw_nucleus(ch, ce, alpha_map, grain, x + 0.5, y + 0.5, rng.uniform(3.0, 4.5) / mpp,
                      rng.uniform(0.8, 1.2) / mpp, angle, 0.95, 0.1, 0.0)
     for idx in rng.choice(stroma, size=int(rng.poisson(area_um2 / 1400.0)), replace=True) if stroma.size else []:
@@ -288,6 +305,34 @@ def draw_all_nuclei(rng: np.random.Generator, spec: FieldSpec, label: np.ndarray
 
 
 # ---------------------------------------------------------------------------- compose
+def balance_mean_colour(trans: np.ndarray, tissue: np.ndarray, free: np.ndarray, rng: np.random.Generator,
+                        stain_scale: float) -> list[float]:
+    """Reset the tissue's mean transmittance per channel to a target drawn independently of r.
+
+    Nuclei keep their colour; stroma, cytoplasm and lumen (`free` tissue pixels) are scaled by one
+    gain per channel so that the tissue mean hits the target exactly (up to clipping at white).
+    The target is TARGET_TISSUE_TRANSMITTANCE ** (stain_scale * per-slide jitter): a lab with
+    stain shift s has a tissue optical density (1 + s) times the reference. Returns the gains.
+    """
+    jitter = np.exp(rng.normal(0.0, 0.04, 3)).astype(np.float32)
+    target = TARGET_TISSUE_TRANSMITTANCE ** (stain_scale * jitter)
+    free = free & tissue
+    n_tissue = float(tissue.sum())
+    gains = [1.0, 1.0, 1.0]
+    if n_tissue == 0 or not free.any():
+        return gains
+    fixed = tissue & ~free
+    for c in range(3):
+        plane = trans[c]
+        free_sum = float(plane[free].sum(dtype=np.float64))
+        fixed_sum = float(plane[fixed].sum(dtype=np.float64))
+        gain = (float(target[c]) * n_tissue - fixed_sum) / max(free_sum, 1e-6)
+        gain = float(np.clip(gain, 0.3, 3.0))
+        plane[free] = np.minimum(plane[free] * gain, 1.0)
+        gains[c] = gain
+    return gains
+
+
 def render_field(spec: FieldSpec, rng: np.random.Generator) -> FieldResult:
     """Render one field of view (a whole small slide, or one patch of the bank)."""
     mpp = spec.mpp
@@ -303,39 +348,46 @@ def render_field(spec: FieldSpec, rng: np.random.Generator) -> FieldResult:
 
     blotch = crop(bank["blotch"], rng, (h, w))
     grain = crop(bank["grain"], rng, (h, w))
-    fibre_weight = 1.0 / (1.0 + np.exp(-2.0 * crop(bank["blotch"], rng, (h, w))))
-    fibre = fibre_weight * crop(bank["fibre_h"], rng, (h, w)) + (1 - fibre_weight) * crop(bank["fibre_v"], rng, (h, w))
-    ce = np.zeros((h, w), np.float32)
-    ch = np.zeros((h, w), np.float32)
-    is_stroma, is_epi, is_lumen = label == STROMA, (label == EPITHELIUM) | (label == BUD), label == LUMEN
-    ce[is_stroma] = (0.50 * (1.0 + 0.30 * fibre + 0.10 * blotch))[is_stroma]
-    ch[is_stroma] = (0.05 * (1.0 + 0.3 * blotch))[is_stroma]
-    ce[is_epi] = (0.36 * (1.0 + 0.10 * grain + 0.10 * blotch))[is_epi]
-    ch[is_epi] = (0.14 * (1.0 + 0.15 * grain))[is_epi]
-    ce[is_lumen] = np.clip(0.06 * (1.0 + 0.6 * blotch), 0.0, None)[is_lumen]
-    ch[is_lumen] = 0.012
+    # collagen: four fibre orientations blended by a smooth direction field
+    direction = (crop(bank["orientation"], rng, (h, w)) * np.float32(1.3) + np.float32(rng.uniform(0, 4))) % 4
+    fibre = np.zeros((h, w), np.float32)
+    for k in range(N_FIBRE_ANGLES):
+        weight = np.clip(1.0 - np.abs(((direction - k + 2) % 4) - 2), 0, None)
+        fibre += weight * crop(bank[f"fibre_{k}"], rng, (h, w))
+    fibre_weight = direction  # fibroblasts follow it
+    # concentrations by class: base * (1 + fibre/blotch/grain modulation), via per-class tables
+    #                 bg    stroma  epi   lumen  bud
+    ce_base = np.array([0.0, 0.36, 0.34, 0.05, 0.34], np.float32)[label]
+    ch_base = np.array([0.0, 0.05, 0.14, 0.012, 0.14], np.float32)[label]
+    fib_k = np.array([0.0, 0.22, 0.0, 0.0, 0.0], np.float32)[label]
+    blo_k = np.array([0.0, 0.10, 0.10, 0.6, 0.10], np.float32)[label]
+    gra_k = np.array([0.0, 0.0, 0.10, 0.0, 0.10], np.float32)[label]
+    ce = ce_base * (1.0 + fib_k * fibre + blo_k * blotch + gra_k * grain)
+    ch = ch_base * (1.0 + 0.3 * (label == STROMA) * blotch + 1.5 * gra_k * grain)
     np.clip(ce, 0.0, None, out=ce)
     np.clip(ch, 0.0, None, out=ch)
+    is_stroma = label == STROMA
     alpha_map, nuc_stats = draw_all_nuclei(rng, spec, label, gland_id, glands, buds, nuc, ch, ce, fibre_weight, grain)
 
-    # mean-colour balance: reset mean H and E over the tissue; stroma/cytoplasm absorb the difference
-    stain_h = float(np.exp(rng.normal(0.0, 0.06)))
-    stain_e = float(np.exp(rng.normal(0.0, 0.06)))
-    if tissue.any():
-        free = tissue & (alpha_map < 0.2)
-        n_tissue, n_free = float(tissue.sum()), float(max(free.sum(), 1))
-        for conc, target in ((ch, TARGET_MEAN_H), (ce, TARGET_MEAN_E)):
-            delta = (target * n_tissue - float(conc[tissue].sum(dtype=np.float64))) / n_free
-            conc[free] = np.maximum(conc[free] + delta, 0.0)
-    ch *= stain_h * spec.stain_scale
-    ce *= stain_e * spec.stain_scale
-    od = ch[..., None] * H_OD + ce[..., None] * E_OD + GLASS_OD
-    artefacts.apply_od(rng, spec, od, tissue)
-    rgb = 255.0 * np.exp(-od)
+    # per-slide stain variation (independent of r) and the lab's stain shift
+    ch *= float(np.exp(rng.normal(0.0, 0.06))) * spec.stain_scale
+    ce *= float(np.exp(rng.normal(0.0, 0.06))) * spec.stain_scale
+    # planar (3, H, W): per-channel arithmetic is several times faster than (H, W, 3) broadcasting
+    trans = np.empty((3, h, w), np.float32)
+    for channel in range(3):
+        np.multiply(ch, -H_OD[channel], out=trans[channel])
+        trans[channel] -= ce * E_OD[channel] + GLASS_OD[channel]
+    np.exp(trans, out=trans)
+    gain = balance_mean_colour(trans, tissue, alpha_map < 0.2, rng, spec.stain_scale)
+    artefacts.apply_transmittance(rng, spec, trans, tissue)
+    rgb = trans
+    rgb *= 255.0
     artefacts.apply_rgb(rng, spec, rgb)
     if spec.blur_um > 0:
-        rgb = ndimage.gaussian_filter(rgb, (spec.blur_um / mpp, spec.blur_um / mpp, 0))
-    rgb8 = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+        rgb = ndimage.gaussian_filter(rgb, (0, spec.blur_um / mpp, spec.blur_um / mpp))
+    rgb += 0.5
+    np.clip(rgb, 0, 255, out=rgb)
+    rgb8 = np.ascontiguousarray(rgb.astype(np.uint8).transpose(1, 2, 0))
 
     epi_area = float(((label == EPITHELIUM) | (label == LUMEN)).sum())
     stats = {
@@ -346,5 +398,9 @@ def render_field(spec: FieldSpec, rng: np.random.Generator) -> FieldResult:
         "n_glands": float(len(glands)),
         "buds_per_mm2": float(len(buds)) / max(float(is_stroma.sum()) * (mpp * 1e-3) ** 2, 1e-9),
         "disruption": arch.disruption,
+        # the mean-colour balance's per-channel gain on stroma/cytoplasm (diagnostic; 1 = none)
+        "balance_gain_r": gain[0],
+        "balance_gain_g": gain[1],
+        "balance_gain_b": gain[2],
     }
     return FieldResult(rgb=rgb8, tissue=tissue, stats=stats)

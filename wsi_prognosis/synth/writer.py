@@ -20,10 +20,11 @@ from pathlib import Path
 import imagecodecs
 import numpy as np
 import tifffile
+from PIL import Image
 
 from wsi_prognosis.atomic import atomic_path
 
-BACKGROUND_RGB = (241, 241, 240)
+BACKGROUND_RGB = (241, 242, 240)  # glass, as render.GLASS_RGB
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,7 @@ def encode_tile(tile: np.ndarray, quality: int) -> bytes:
 def downsample2(rgb: np.ndarray) -> np.ndarray:
     """2x2 box average (odd edges dropped), uint8 in and out."""
     h, w = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
-    view = rgb[:h, :w].reshape(h // 2, 2, w // 2, 2, 3).astype(np.uint16)
-    return ((view.sum(axis=(1, 3)) + 2) // 4).astype(np.uint8)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb[:h, :w])).reduce(2))
 
 
 def build_levels(rgb: np.ndarray, downsamples: Iterable[int]) -> list[np.ndarray]:
