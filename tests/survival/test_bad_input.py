@@ -192,3 +192,15 @@ def test_everything_bad_at_once_still_writes_every_output(simulate, tmp_path):
     assert "reference_order" in summary["cohorts"]["test"]["reference_marker"]["reason"]
     html = paths["report"].read_text()
     assert "not estimable" in html and "tuning cohort" in html
+
+
+def test_sparse_group_does_not_take_the_other_comparison_down(simulate):
+    scores, clinical = simulate(120, seed=14)
+    uncertain = scores.index[scores["risk_group"] == "uncertain"]
+    scores.loc[uncertain[1:], "risk_group"] = "good"          # one uncertain patient left ...
+    pid = scores.loc[uncertain[0], "patient_id"]
+    first = clinical["time"].min() / 2
+    clinical.loc[clinical["patient_id"] == pid, ["time", "event"]] = [first, 1]   # ... who dies first: HR -> infinity
+    c = analyze(scores, clinical, AnalysisConfig(n_bootstrap=0, reference_marker=None)).summary["cohorts"]["validation"]
+    assert _null_with_reason(c["hr"]["uncertain_vs_good"])
+    assert c["hr"]["poor_vs_good"]["hr"] > 1 and c["hr"]["poor_vs_good"]["reason"] is None

@@ -113,6 +113,20 @@ def _fit(design: pd.DataFrame, alpha: float, terms: Sequence[str]) -> tuple[pd.D
     return pd.DataFrame(rows, columns=COX_COLUMNS), ph, notes
 
 
+def _fit_pairwise(design: pd.DataFrame, terms: Sequence[str], covariate_columns: Sequence[str],
+                  alpha: float) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Fit `term` vs reference on the reference + that group only, one model per term."""
+    tables, phs, notes = [], [], []
+    for term in terms:
+        others = [t for t in terms if t != term]
+        sub = design[(design[others] == 0).all(axis=1)].drop(columns=others)
+        table, ph, fit_notes = _fit(sub, alpha, [term, *covariate_columns])
+        tables.append(table[table["term"] == term])
+        phs.append(ph[ph["term"] == term])
+        notes += [f"{term}: {n}" for n in fit_notes]
+    return concat(tables), concat(phs), notes
+
+
 def cox_groups(
     df: pd.DataFrame,
     group: str = "risk_group",
@@ -140,6 +154,8 @@ def cox_groups(
     data = df[df[group].isin(levels)].rename(columns={time: "time", event: "event"})
     n_all, events_all = len(data), int(data["event"].sum())
     empty_ph = pd.DataFrame(columns=PH_COLUMNS)
+    if n_all == 0:
+        return CoxResult(_not_estimable(terms, "no patients in this cohort"), empty_ph)
     if events_all == 0:
         return CoxResult(_not_estimable(terms, "no events in this cohort", n_all, 0), empty_ph)
     ref_rows = data[group] == reference
@@ -175,6 +191,11 @@ def cox_groups(
     else:
         table, ph, fit_notes = _fit(design, alpha, fit_terms + list(cov_cols.columns))
         notes += fit_notes
+        if len(fit_terms) > 1 and not table["estimable"].any():
+            # one sparse group (e.g. a single patient whose death comes first: HR -> infinity) can stop
+            # the joint fit; each comparison alone (reference + that group) is still a valid model
+            table, ph, fallback_notes = _fit_pairwise(design, fit_terms, list(cov_cols.columns), alpha)
+            notes += [f"joint model did not converge; each group fitted against {reference!r} alone."] + fallback_notes
     rows = [table] + [_not_estimable([t], r, len(design), int(design["event"].sum())) for t, r in skipped.items()]
     table = concat([r for r in rows if not r.empty]) if any(not r.empty for r in rows) else _not_estimable([], "")
     order = {t: i for i, t in enumerate(terms)}
@@ -201,8 +222,9 @@ def cox_per_sd(
     n, events = len(data), int(data[event].sum())
     sd = float(data[score].std(ddof=1)) if n > 1 else float("nan")
     term = f"{score}_per_sd"
-    if events == 0:
-        result = CoxResult(_not_estimable([term], "no events in this cohort", n, 0), pd.DataFrame(columns=PH_COLUMNS))
+    if n == 0 or events == 0:
+        result = CoxResult(_not_estimable([term], f"no {'patients' if n == 0 else 'events'} in this cohort", n, 0),
+                           pd.DataFrame(columns=PH_COLUMNS))
     elif not np.isfinite(sd) or sd == 0:
         result = CoxResult(_not_estimable([term], "score has a single value (SD 0)", n, events), pd.DataFrame(columns=PH_COLUMNS))
     else:

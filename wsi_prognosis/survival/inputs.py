@@ -107,6 +107,10 @@ def _check_clinical(clinical: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str
                 problems[pid] = f"listed {len(rows)} times in clinical with different values"
         table = table.drop_duplicates(subset="patient_id", keep="first")
     valid = table[~table["patient_id"].isin(problems)].copy()
+    zero = int((valid["time"] == 0).sum())
+    if zero:
+        notes.append(f"clinical: {zero} patient(s) with time 0 (an event or censoring at time 0); "
+                     "kept, but check the time origin.")
     valid["time"] = valid["time"].astype(float)
     valid["event"] = valid["event"].astype(int)
     return valid.reset_index(drop=True), problems, notes

@@ -25,7 +25,7 @@ h3{margin-bottom:.3em} .sub{color:#666;margin-top:.2em}
 table{border-collapse:collapse;margin:6px 0 12px 0;font-size:.92em}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:right} th{background:#f3f3f3}
 td.l,th.l{text-align:left}
-.figs{display:flex;flex-wrap:wrap;gap:12px} .figs figure{margin:0;flex:1 1 480px}
+.figs{display:flex;flex-wrap:wrap;gap:12px} .figs figure{margin:0;flex:0 1 530px;max-width:540px}
 .figs img{width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}
 .kv span{display:inline-block;margin-right:22px} .kv b{font-size:1.1em}
@@ -162,11 +162,11 @@ def _cohort_html(name: str, c: dict, result, figures: dict, primary: bool) -> st
     if c["excluded"] or c["unmatched"] or c["failed_slides"]:
         out.append(f'<div class="warn">Not analysed here: {c["excluded"]} excluded, {c["unmatched"]} without clinical data, '
                    f'{c["failed_slides"]} failed slide(s).</div>')
-    adj = ", ".join(c["adjusted_for"]) or "nothing"
+    adj = ", ".join(c["adjusted_for"])
     lr = fmt_p(c["logrank_p"]) if c["logrank_p"] is not None else \
         f'<span class="na">not estimable: {_e(c["not_estimable"].get("logrank_p", ""))}</span>'
     out.append('<table><tr><th class="l">comparison</th><th class="l">HR (95 % CI), univariable</th>'
-               f'<th class="l">HR (95 % CI), adjusted for {_e(adj)}</th><th>log-rank p</th></tr>')
+               f'<th class="l">HR (95 % CI), adjusted{" for " + _e(adj) if adj else ""}</th><th>log-rank p</th></tr>')
     for k in ("uncertain_vs_good", "poor_vs_good"):
         out.append(f'<tr><td class="l">{k.replace("_", " ")}</td><td class="l">{fmt_hr(c["hr"][k])}</td>'
                    f'<td class="l">{fmt_hr(c["hr_adjusted"][k])}</td><td>{fmt_p(c["logrank_pairwise"][k]["p"])}</td></tr>')
