@@ -47,6 +47,7 @@ class MilModule(pl.LightningModule):
         self.eval_chunk = eval_chunk
         self._val: list[tuple[int, float]] = []
         self.history: list[dict[str, float]] = []
+        self.last_tune_scores: Any = None   # DataFrame of the latest tuning epoch (slide_id, ..., score)
 
     def tile_logits(self, tiles_uint8: torch.Tensor) -> torch.Tensor:
         """(N, H, W, 3) uint8 -> (N,) logits."""
@@ -87,6 +88,7 @@ class MilModule(pl.LightningModule):
             scores = np.array([score_by_slide[i] for i in idx])
             table = outcomes.iloc[idx]
             metrics = tuning_metrics(scores, table["time"].to_numpy(), table["event"].to_numpy(), table["label"].to_numpy())
+            self.last_tune_scores = table.assign(score=scores).reset_index(drop=True)
         for key, name in METRIC_KEYS.items():
             value = metrics[key]
             self.log(name, value if not math.isnan(value) else float("nan"), prog_bar=True, sync_dist=False)

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MEMBER_FILE, METRICS_FILE, BEST_WEIGHTS = "member.json", "metrics.json", "best.pt"
+TUNING_SCORES = "tuning_scores.csv"
 
 
 def tuning_table(manifest: pd.DataFrame, clinical: pd.DataFrame, config: "TrainConfig") -> pd.DataFrame:
@@ -104,6 +105,11 @@ class MetricsWriter(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and not trainer.sanity_checking:
             write_metrics(self.path, pl_module.history, self.monitor, finished=False, extra=self.extra)
+            scores = getattr(pl_module, "last_tune_scores", None)
+            if scores is not None and pl_module.history and best_epoch(pl_module.history, self.monitor) is pl_module.history[-1]:
+                # the tuning scores of the best epoch so far, for checks against a permutation null
+                write_text_atomic(self.path.parent / TUNING_SCORES, scores.assign(epoch=pl_module.history[-1]["epoch"])
+                                  .to_csv(index=False))
 
 
 def best_epoch(history: list[dict[str, Any]], monitor: str) -> dict[str, Any] | None:
@@ -167,7 +173,7 @@ def train_member(config: "TrainConfig") -> dict[str, Any]:
             return done
     elif last_ckpt.exists():
         log.warning("%s: resume=false, starting over (existing checkpoints are replaced)", member_dir)
-        for name in ("last.ckpt", "best.ckpt", BEST_WEIGHTS, METRICS_FILE):
+        for name in ("last.ckpt", "best.ckpt", BEST_WEIGHTS, METRICS_FILE, TUNING_SCORES):
             (member_dir / name).unlink(missing_ok=True)
 
     manifest = read_manifest(config.manifest)

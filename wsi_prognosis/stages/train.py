@@ -26,7 +26,7 @@ from wsi_prognosis.models.data import DataConfig
 
 log = logging.getLogger(__name__)
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME_EXTRA = 60
 
 
@@ -34,14 +34,15 @@ def member_name(resolution: str, arch: str, seed: Any, overrides: str = "") -> s
     """A filesystem-safe, unique member folder name: `<res>_<arch>_s<seed>[_<other overrides>]`.
 
     `overrides` is Hydra's `job.override_dirname` with resolution/arch/seed/paths excluded, e.g.
-    "model.optim.lr=0.003,experiment=demo" -> "..._experiment=demo_model.optim.lr=0.003"; long or
-    rewritten override strings are replaced by a short hash so names stay unique and short.
+    "model.optim.lr=0.003,experiment=demo" -> "..._experiment-demo_model.optim.lr-0.003" ("=" becomes
+    "-"; any other character outside [A-Za-z0-9._-], or a long string, adds a short hash of the
+    original so names stay unique and short).
     """
     base = f"{resolution}_{arch}_s{seed}"
     items = [item for item in str(overrides or "").split(",") if item]
     if not items:
         return _UNSAFE.sub("-", base)
-    extra = "_".join(sorted(items))
+    extra = "_".join(sorted(items)).replace("=", "-")
     safe = _UNSAFE.sub("-", extra)
     if safe != extra or len(safe) > MAX_NAME_EXTRA:
         safe = (safe[:40] + "-" if len(safe) > 40 else safe + "-") + hashlib.sha1(extra.encode()).hexdigest()[:8]

@@ -1,0 +1,73 @@
+"""`select`: member discovery and the best k per resolution by the tuning metric."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from wsi_prognosis.cli import main
+from wsi_prognosis.ensemble import load_bundle
+from wsi_prognosis.models import build_backbone, default_preprocessing
+
+TINY = "test_efficientnet"
+SPEC = {"resolutions": {"10x": {"mpp": 1.0, "tile_px": 64}, "40x": {"mpp": 0.25, "tile_px": 64}},
+        "min_tissue_fraction": 0.5, "tissue": {"mask_mpp": 8.0}}
+STATE = build_backbone(TINY).state_dict()
+
+
+def fake_member(runs: Path, resolution: str, seed: int, c_index: float | None, finished: bool = True) -> str:
+    """A run folder as `train` writes it (weights from a tiny random backbone)."""
+    name = f"{resolution}_{TINY}_s{seed}"
+    folder = runs / name
+    folder.mkdir(parents=True)
+    mpp = SPEC["resolutions"][resolution]["mpp"]
+    record = {"name": name, "resolution": resolution, "arch": TINY, "pooling": {"method": "mean"},
+              "preprocessing": default_preprocessing(TINY, tile_px=64, mpp=mpp).to_dict(), "tile_spec": SPEC,
+              "seed": seed, "config": {"seed": seed, "resolution": resolution}}
+    (folder / "member.json").write_text(json.dumps(record))
+    best = {"epoch": 3, "c_index": c_index, "auc_extremes": 0.5}
+    (folder / "metrics.json").write_text(json.dumps({"monitor": "c_index", "finished": finished, "best": best, "epochs": [best]}))
+    torch.save(STATE, folder / "best.pt")
+    return name
+
+
+def test_select_picks_top_k_per_resolution(tmp_path: Path):
+    runs = tmp_path / "runs"
+    values_10x = {0: 0.61, 1: 0.72, 2: 0.55, 3: None, 4: 0.70}
+    values_40x = {0: 0.58, 1: 0.66, 2: 0.64}
+    for seed, value in values_10x.items():
+        fake_member(runs, "10x", seed, value)
+    for seed, value in values_40x.items():
+        fake_member(runs, "40x", seed, value)
+    fake_member(runs, "40x", 9, 0.99, finished=False)  # unfinished: never selected
+    assert main(["select", f"runs={runs}", f"out={tmp_path / 'bundle'}", "k=2"]) == 0
+    bundle = load_bundle(tmp_path / "bundle")
+    assert [m.name for m in bundle.members] == [
+        f"10x_{TINY}_s1", f"10x_{TINY}_s4", f"40x_{TINY}_s1", f"40x_{TINY}_s2"]
+    assert [m.tuning_metrics["c_index"] for m in bundle.members] == [0.72, 0.70, 0.66, 0.64]
+    assert bundle.tile_spec["resolutions"] == SPEC["resolutions"]
+    assert set(bundle.training_configs) == {m.name for m in bundle.members}
+    selection = (tmp_path / "bundle" / "selection.csv").read_text()
+    assert selection.count("True") == 4
+    assert (tmp_path / "bundle" / "run_select.json").is_file()
+
+
+def test_select_missing_resolution_is_an_error(tmp_path: Path, capsys):
+    runs = tmp_path / "runs"
+    fake_member(runs, "10x", 0, 0.6)
+    assert main(["select", f"runs={runs}", f"out={tmp_path / 'bundle'}"]) == 2
+    assert "no finished 40x member" in capsys.readouterr().err
+
+
+def test_select_rerun_is_stable(tmp_path: Path):
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        fake_member(runs, "10x", seed, 0.5 + seed / 10)
+    args = ["select", f"runs={runs}", f"out={tmp_path / 'bundle'}", "k=2", "resolutions=[10x]"]
+    assert main(args) == 0
+    first = load_bundle(tmp_path / "bundle").id
+    assert main(args) == 0
+    assert load_bundle(tmp_path / "bundle").id == first
