@@ -20,12 +20,15 @@ ARCH = "test_efficientnet"
 SMALL_RESOLUTIONS = {"10x": {"mpp": 2.0, "tile_px": 32}, "40x": {"mpp": 1.0, "tile_px": 32}}
 # the project's real magnifications (40x = 0.25 µm/px), which a 20x scan cannot serve
 REAL_RESOLUTIONS = {"10x": {"mpp": 1.0, "tile_px": 32}, "40x": {"mpp": 0.25, "tile_px": 32}}
+# tissue found on tiny synthetic slides (a few hundred µm across): finer mask, small minimum areas
+SMALL_TISSUE = {"mask_mpp": 2.0, "min_tissue_area_um2": 2000, "max_hole_area_um2": 2000, "closing_um": 8}
 FAST_ENGINE = ["engine.workers=0", "engine.batch_tiles=256", "tiling_workers=1"]
 
 
 def make_bundle(out: Path, resolutions: dict, members_per_res: int = 1, pooling: dict | None = None) -> Path:
     """A bundle of random-initialised tiny timm members, written by `ensemble.write_bundle`."""
-    tile_spec = TilingConfig.from_mapping(tiling={"resolutions": resolutions, "min_tissue_fraction": 0.5}).tile_spec()
+    tile_spec = TilingConfig.from_mapping(tiling={"resolutions": resolutions, "min_tissue_fraction": 0.5},
+                                          tissue=SMALL_TISSUE).tile_spec()
     pairs = []
     weights_dir = out.parent / f"{out.name}-weights"
     weights_dir.mkdir(parents=True, exist_ok=True)
@@ -59,17 +62,16 @@ def real_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def synth_cohort(tmp_path_factory) -> Path:
+def synth_cohort(tmp_path_factory, small_bundle) -> Path:
     """A tiny synthetic cohort (training, tuning, test, validation) with its tile stores."""
     from wsi_prognosis.cohort import read_manifest
     from wsi_prognosis.synth import SynthConfig, make_cohort
     from wsi_prognosis.tiling.pipeline import tile_manifest
 
     root = tmp_path_factory.mktemp("synth")
-    make_cohort(root, SynthConfig.preset("tiny", seed=3, n_training=3, n_tuning=16, n_validation=4,
+    make_cohort(root, SynthConfig.preset("tiny", seed=3, n_training=2, n_tuning=14, n_validation=3,
                                          width_px=768, height_px=640, workers=1))
-    config = TilingConfig.from_mapping(tiling={"resolutions": SMALL_RESOLUTIONS, "min_tissue_fraction": 0.5,
-                                               "qc_thumbnails": False})
+    config = TilingConfig.from_tile_spec(load_bundle(small_bundle).tile_spec)  # the bundle's own spec
     summary = tile_manifest(read_manifest(root / "manifest.csv"), root / "tiles", config, workers=1)
     assert (summary["status"] == "ok").all(), summary[summary["status"] != "ok"]
     return root

@@ -81,7 +81,7 @@ def patient_table(slides: pd.DataFrame, method: str, thresholds: Mapping[str, fl
 
 
 def write_table(table: pd.DataFrame, path: Any) -> None:
-    """Write a CSV atomically with a fixed float format, so reruns give byte-identical files."""
+    """Write a CSV atomically; floats in shortest round-trip form (exact on reread, identical on rerun)."""
     from wsi_prognosis.atomic import write_text_atomic
 
-    write_text_atomic(path, table.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
+    write_text_atomic(path, table.to_csv(index=False, lineterminator="\n"))

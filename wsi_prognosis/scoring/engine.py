@@ -38,8 +38,8 @@ class EngineConfig:
     batch_tiles: int = 256        # tiles per forward pass
     workers: int = 2              # reader processes (0 = read in the main process)
     prefetch_batches: int = 2     # batches each worker prepares ahead
-    bf16: bool = True             # autocast to bfloat16 (CUDA only)
-    channels_last: bool = True    # NHWC memory format (CUDA only)
+    bf16: bool = True             # autocast to bfloat16 (CUDA only; CPU stays float32)
+    channels_last: bool = True    # NHWC memory format (faster for convolutions on GPU and CPU)
 
     def __post_init__(self) -> None:
         if self.batch_tiles < 1:
@@ -87,13 +87,12 @@ class EnsembleRunner:
         self.device = config.torch_device()
         self.cuda = self.device.type == "cuda"
         self.bf16 = config.bf16 and self.cuda
-        self.channels_last = config.channels_last and self.cuda
+        self.channels_last = config.channels_last
         self.by_resolution: dict[str, list[LoadedMember]] = {}
         self._norm: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for m in members:
             m.model.eval().to(self.device)
-            if self.channels_last:
-                m.model.to(memory_format=torch.channels_last)
+            m.model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
             self.by_resolution.setdefault(m.resolution, []).append(m)
             mean = torch.tensor(m.preprocessing.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
             std = torch.tensor(m.preprocessing.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
