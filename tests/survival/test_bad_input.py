@@ -204,3 +204,21 @@ def test_sparse_group_does_not_take_the_other_comparison_down(simulate):
     c = analyze(scores, clinical, AnalysisConfig(n_bootstrap=0, reference_marker=None)).summary["cohorts"]["validation"]
     assert _null_with_reason(c["hr"]["uncertain_vs_good"])
     assert c["hr"]["poor_vs_good"]["hr"] > 1 and c["hr"]["poor_vs_good"]["reason"] is None
+
+
+@pytest.mark.parametrize("breakage", ["uncalibrated", "all_failed"])
+def test_nothing_analysable_still_gives_a_summary(simulate, breakage, tmp_path):
+    scores, clinical = simulate(30, seed=15)
+    if breakage == "uncalibrated":
+        scores["risk_group"] = None
+    else:
+        scores["status"] = "failed"
+    result = analyze(scores, clinical, AnalysisConfig(n_bootstrap=0))
+    s = result.summary
+    assert s["n_analysed"] == 0 and s["excluded"]["n"] == 30
+    assert s["cohorts"]["validation"]["n"] == 0
+    assert _null_with_reason(s["cohorts"]["validation"]["hr"]["poor_vs_good"])
+    expected = "uncalibrated" if breakage == "uncalibrated" else "scoring failed"
+    assert expected in result.excluded["reason"].iloc[0]
+    write_analysis(result, tmp_path)
+    json.loads((tmp_path / "summary.json").read_text())

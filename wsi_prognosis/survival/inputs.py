@@ -121,6 +121,8 @@ def _aggregate_scores(
 ) -> tuple[pd.DataFrame, list[str]]:
     """One row per (cohort, patient_id): mean/max score, most severe group (or re-derived)."""
     notes: list[str] = []
+    if ok.empty:
+        return pd.DataFrame(columns=["cohort", "patient_id", "score", "n_slides", "risk_group"]), notes
     grouped = ok.groupby(["cohort", "patient_id"], sort=False)
     n_rows = grouped.size()
     multi = int((n_rows > 1).sum())
@@ -191,11 +193,17 @@ def prepare(
     bad_group = ~ok["risk_group"].isin(RISK_GROUPS).fillna(False) if thresholds is None else pd.Series(False, index=ok.index)
     bad_rows = ok[bad_score | bad_group]
     for (cohort, pid), rows in bad_rows.groupby(["cohort", "patient_id"], sort=False):
-        what = "score missing or not numeric" if bad_score.loc[rows.index].any() else (
-            f"risk_group not good/uncertain/poor ({rows['risk_group'].iloc[0]!r})")
+        group = rows["risk_group"].iloc[0]
+        if bad_score.loc[rows.index].any():
+            what = "score missing or not numeric"
+        elif pd.isna(group) or group == "":
+            what = ("risk_group empty (scores from an uncalibrated bundle?); "
+                    "fix: calibrate, or set analysis.thresholds={low: L, high: H}")
+        else:
+            what = f"risk_group not good/uncertain/poor ({group!r})"
         excluded.append({"cohort": cohort, "patient_id": pid, "source": "scores", "reason": what})
     bad_keys = set(zip(bad_rows["cohort"], bad_rows["patient_id"]))
-    ok = ok[[k not in bad_keys for k in zip(ok["cohort"], ok["patient_id"])]]
+    ok = ok[np.array([k not in bad_keys for k in zip(ok["cohort"], ok["patient_id"])], dtype=bool)]
     patients, agg_notes = _aggregate_scores(ok, aggregation, thresholds)
     notes += agg_notes
 
@@ -212,7 +220,8 @@ def prepare(
         if row.patient_id in problems:
             excluded.append({"cohort": row.cohort, "patient_id": row.patient_id, "source": "clinical",
                              "reason": problems[row.patient_id]})
-    keep = [(c, p) not in unmatched_keys and p not in problems for c, p in zip(patients["cohort"], patients["patient_id"])]
+    keep = np.array([(c, p) not in unmatched_keys and p not in problems
+                     for c, p in zip(patients["cohort"], patients["patient_id"])], dtype=bool)
     patients = patients[keep].merge(valid_clinical, on="patient_id", how="inner", validate="many_to_one")
     # unmatched patients are reported in `unmatched`, not twice in `excluded`
     excluded = [e for e in excluded if (e["cohort"], e["patient_id"]) not in unmatched_keys]
