@@ -12,7 +12,7 @@ from wsi_prognosis.survival import AnalysisConfig, analyze, prepare, write_analy
 from wsi_prognosis.survival.api import marker_levels
 from wsi_prognosis.survival.outputs import summary_json
 
-FAST = AnalysisConfig(n_bootstrap=20)
+FAST = AnalysisConfig(n_bootstrap=0, reference_marker=None)  # the marker and bootstrap have their own tests
 
 
 def _null_with_reason(entry: dict) -> bool:
@@ -183,7 +183,7 @@ def test_everything_bad_at_once_still_writes_every_output(simulate, tmp_path):
     scores, clinical = pd.concat([s1, s2], ignore_index=True), pd.concat([c1, c2], ignore_index=True).astype(object)
     clinical.loc[0, "time"] = "n/a"
     clinical["grade"] = "x"
-    result = analyze(scores, clinical, FAST)
+    result = analyze(scores, clinical, AnalysisConfig(n_bootstrap=0))
     paths = write_analysis(result, tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["primary"]["result"] is None and "validation" in summary["primary"]["reason"]
