@@ -187,7 +187,7 @@ def _cohort_html(name: str, c: dict, result, figures: dict, primary: bool) -> st
         out.append("<table><tr><th class='l'>comparison</th><th class='l'>HR (95 % CI)</th></tr>" + "".join(
             f'<tr><td class="l">{_e(t.replace("_", " "))}</td><td class="l">{fmt_hr(h)}</td></tr>' for t, h in m["hr"].items()
         ) + "</table>")
-    elif m.get("name") or m.get("reason"):
+    elif m.get("name") or (m.get("reason") and m["reason"] != "no reference marker configured"):
         out.append(f'<p class="na">Reference marker {_e(m.get("name") or "")} not analysed: {_e(m.get("reason"))}</p>')
     figs = [_img(p, cap) for p, cap in figures.get(name, [])]
     if figs:
