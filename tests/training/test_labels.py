@@ -56,3 +56,9 @@ def test_empty_class_is_a_clear_error(times, events, missing):
     manifest, clinical = _tables(times, events)
     with pytest.raises(TrainingError, match=f"no {missing}-prognosis patient"):
         training_labels(manifest, clinical, source="clinical.csv")
+
+
+def test_later_event_counts_as_good_when_allowed():
+    clinical = pd.DataFrame({"patient_id": ["a", "b"], "time": [7.0, 5.0], "event": [1, 1]})
+    assert outcome_labels(clinical).tolist() == ["excluded", "excluded"]
+    assert outcome_labels(clinical, LabelConfig(good_allows_later_event=True)).tolist() == ["good", "excluded"]

@@ -79,3 +79,15 @@ def test_hed_jitter_changes_colour_mildly():
     only_hed = AugmentConfig(flips=False, rot90=False, brightness=0, contrast=0, saturation=0, blur_probability=0)
     out = augment_tiles(tiles, np.random.default_rng(0), only_hed).astype(int)
     assert 0 < np.abs(out - tiles.astype(int)).max() < 40
+
+
+def test_hed_jitter_matches_scikit_image():
+    from skimage.color import hed2rgb, rgb2hed
+
+    from wsi_prognosis.models.augment import hed_jitter
+
+    tiles = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    rng = np.random.default_rng(1)
+    alpha, beta = rng.uniform(0.9, 1.1, (4, 1, 1, 3)), rng.uniform(-0.02, 0.02, (4, 1, 1, 3))
+    expected = hed2rgb(rgb2hed(tiles) * alpha + beta)
+    assert np.abs(hed_jitter(tiles, alpha, beta) - expected).max() < 1 / 255

@@ -30,6 +30,9 @@ class LabelConfig:
     good_min_followup: float = 6.0          # good: event == 0 and time > this
     poor_min_time: float = 100.0 / 365.25   # poor: event == 1 and poor_min_time <= time ...
     poor_max_time: float = 2.5              # ... <= poor_max_time
+    # DoMore's "> 6 years cancer-specific survival" read literally also counts a cancer death after
+    # good_min_followup as good; the default (false) demands no event at all.
+    good_allows_later_event: bool = False
 
     def __post_init__(self) -> None:
         if self.time_unit not in DAYS_PER_UNIT:
@@ -49,7 +52,7 @@ def outcome_labels(clinical: pd.DataFrame, config: LabelConfig = LabelConfig()) 
     """`good` / `poor` / `excluded` per row of a clinical table (columns time, event)."""
     time = clinical["time"].to_numpy(dtype=float)
     event = clinical["event"].to_numpy(dtype=int)
-    good = (event == 0) & (time > config.good_min_followup)
+    good = (time > config.good_min_followup) & ((event == 0) | config.good_allows_later_event)
     poor = (event == 1) & (time >= config.poor_min_time) & (time <= config.poor_max_time)
     labels = np.where(good, GOOD, np.where(poor, POOR, EXCLUDED))
     return pd.Series(labels, index=clinical.index, name="label")

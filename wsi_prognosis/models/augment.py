@@ -12,7 +12,26 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
-from skimage.color import hed2rgb, rgb2hed
+from skimage.color import hed_from_rgb, rgb_from_hed
+
+# skimage.color.rgb2hed / hed2rgb, fused and in float32 (tested equal to them within 1/255):
+# a 256-entry table replaces the log of uint8 pixels, one exp replaces two conversions' worth.
+_LOG_ADJUST = np.log(1e-6)
+_OD_LUT = (np.log(np.maximum(np.arange(256) / 255.0, 1e-6)) / _LOG_ADJUST).astype(np.float32)
+_HED_FROM_RGB = hed_from_rgb.astype(np.float32)
+_RGB_FROM_HED = rgb_from_hed.astype(np.float32)
+
+
+def hed_jitter(tiles: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """`hed2rgb(rgb2hed(tiles) * alpha + beta)` for (N, H, W, 3) uint8 tiles; float32 RGB in [0, 1].
+
+    alpha, beta : (N, 1, 1, 3) per-tile scale and shift of the haematoxylin, eosin and DAB channels.
+    """
+    stains = _OD_LUT[tiles] @ _HED_FROM_RGB
+    np.maximum(stains, 0, out=stains)
+    stains = stains * alpha.astype(np.float32) + beta.astype(np.float32)
+    rgb = np.exp((stains * _LOG_ADJUST) @ _RGB_FROM_HED)
+    return np.clip(rgb, 0.0, 1.0, out=rgb)
 
 
 @dataclass(frozen=True)
@@ -70,8 +89,7 @@ def augment_tiles(tiles: np.ndarray, rng: np.random.Generator, config: AugmentCo
     if config.hed_alpha or config.hed_beta:
         alpha = rng.uniform(1 - config.hed_alpha, 1 + config.hed_alpha, (n, 1, 1, 3))
         beta = rng.uniform(-config.hed_beta, config.hed_beta, (n, 1, 1, 3))
-        hed = rgb2hed(out)
-        x = hed2rgb(hed * alpha + beta).astype(np.float32)  # float in [0, 1]
+        x = hed_jitter(out, alpha, beta)  # float32 in [0, 1]
     if config.brightness or config.contrast or config.saturation:
         if x is None:
             x = out.astype(np.float32) / 255.0

@@ -1,0 +1,167 @@
+"""`wsi-prognosis train` on tiny synthetic cohorts (CPU): learning, determinism, resume, errors.
+
+The learning checks compare a member's tuning C-index against a permutation null: under "the
+score carries no information", every assignment of the member's own tuning scores to the
+tuning patients is equally likely, so the C-index of shuffled scores is the exact null
+distribution for this cohort (same censoring, same ties). The member must beat its
+1 - 0.01 / n_epochs quantile: the best epoch is picked on the same tuning cohort, and the
+Bonferroni factor over epochs keeps the chance of a no-signal member passing below 1 %. The
+run is seeded and deterministic on CPU, so the test does not flake from run to run either.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import FAST, REPO, run_cli, train_args
+from wsi_prognosis.cli import main
+from wsi_prognosis.models.metrics import c_index
+
+LEARN = ["trainer.max_epochs=6", "data.bags_per_slide=4", "trainer.early_stopping_patience=0"]
+
+
+def member_dirs(out: Path) -> list[Path]:
+    return sorted(p.parent for p in out.glob("*/member.json"))
+
+
+def permutation_bound(scores: pd.DataFrame, n_tests: int, n_perm: int = 2000, alpha: float = 0.01) -> float:
+    rng = np.random.default_rng(0)
+    time_, event, score = scores["time"].to_numpy(), scores["event"].to_numpy(), scores["score"].to_numpy()
+    null = [c_index(time_, event, rng.permutation(score)) for _ in range(n_perm)]
+    return float(np.quantile(null, 1 - alpha / n_tests))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resolution", ["10x", "40x"])
+def test_each_resolution_learns_its_scale(resolution, cohort_10x, cohort_40x, tmp_path):
+    """A 10x member learns the architecture signal (nuclei carry none), a 40x member the nuclear one."""
+    cohort = cohort_10x if resolution == "10x" else cohort_40x
+    assert main(train_args(cohort, tmp_path, f"resolution={resolution}", *LEARN)) == 0
+    (member,) = member_dirs(tmp_path)
+    metrics = json.loads((member / "metrics.json").read_text())
+    scores = pd.read_csv(member / "tuning_scores.csv")
+    assert metrics["finished"] and int(scores["epoch"].iloc[0]) == metrics["best"]["epoch"]
+    value = c_index(scores["time"], scores["event"], scores["score"])
+    assert value == pytest.approx(metrics["best"]["c_index"])
+    bound = permutation_bound(scores, n_tests=len(metrics["epochs"]))
+    print(f"{resolution}: tuning C-index {value:.3f}, permutation bound {bound:.3f}, n={len(scores)}")
+    assert value > bound, f"{resolution} member C-index {value:.3f} is not above the permutation bound {bound:.3f}"
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    (member,) = member_dirs(out)
+    return torch.load(member / "best.pt", weights_only=True)
+
+
+def test_fixed_seed_same_weights(cohort_10x, tmp_path):
+    args = ["resolution=10x", "trainer.max_epochs=1", "seed=3"]
+    assert main(train_args(cohort_10x, tmp_path / "a", *args)) == 0
+    assert main(train_args(cohort_10x, tmp_path / "b", *args)) == 0
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    member = member_dirs(tmp_path / "a")[0]
+    assert member.name == "10x_test_efficientnet_s3_experiment-demo_trainer.max_epochs-1"
+    record = json.loads((member / "member.json").read_text())
+    assert record["preprocessing"]["tile_px"] == 64 and record["preprocessing"]["mpp"] == 1.0
+    assert record["tile_spec"]["resolutions"]["40x"] == {"mpp": 0.25, "tile_px": 64}
+    run = json.loads((member / "run_train.json").read_text())
+    assert run["seed"] == 3 and "torch" in run["versions"]
+    # finished members are skipped on rerun (resume=true is the default)
+    before = (member / "best.pt").stat().st_mtime_ns
+    assert main(train_args(cohort_10x, tmp_path / "a", *args)) == 0
+    assert (member / "best.pt").stat().st_mtime_ns == before
+
+
+def test_kill_and_resume(cohort_10x, tmp_path):
+    args = train_args(cohort_10x, tmp_path, "resolution=10x", "trainer.max_epochs=4", "trainer.early_stopping_patience=0")
+    env_cmd = [sys.executable, "-m", "wsi_prognosis.cli", *args]
+    process = subprocess.Popen(env_cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    last = None
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            found = list(tmp_path.glob("*/last.ckpt"))
+            if found:
+                last = found[0]
+                break
+            time.sleep(0.05)
+        assert last is not None, "no checkpoint was written"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    member = last.parent
+    killed_after = int(torch.load(last, weights_only=False)["epoch"])
+    assert killed_after < 3
+    assert not json.loads((member / "metrics.json").read_text())["finished"]
+    result = run_cli(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming from {last} after epoch" in result.stdout
+    metrics = json.loads((member / "metrics.json").read_text())
+    assert metrics["finished"] and metrics["resumed_from_epoch"] is not None
+    assert metrics["resumed_from_epoch"] >= killed_after
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1, 2, 3]  # history from before the kill is kept
+
+
+def _copy_cohort(cohort: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
+    target = tmp_path / "cohort"
+    shutil.copytree(cohort["dir"], target)
+    return {"dir": target, "manifest": target / "manifest.csv", "clinical": target / "clinical.csv",
+            "tiles": target / "tiles"}
+
+
+def _first_training_slide(cohort: dict[str, Path]) -> pd.Series:
+    manifest = pd.read_csv(cohort["manifest"])
+    return manifest[manifest["cohort"] == "training"].iloc[0]
+
+
+def test_missing_tiles_file_is_a_clear_error(cohort_10x, tmp_path, capsys):
+    cohort = _copy_cohort(cohort_10x, tmp_path)
+    slide = _first_training_slide(cohort)
+    (cohort["tiles"] / f"{slide.slide_id}.h5").unlink()
+    assert main(train_args(cohort, tmp_path / "runs", "trainer.max_epochs=1")) == 2
+    err = capsys.readouterr().err
+    assert f"{slide.slide_id}.h5: tile store not found" in err and "wsi-prognosis tile" in err
+
+
+def test_changed_slide_is_a_clear_error(cohort_10x, tmp_path, capsys):
+    cohort = _copy_cohort(cohort_10x, tmp_path)
+    slide = _first_training_slide(cohort)
+    with open(cohort["dir"] / slide.path, "ab") as handle:  # the slide file changed after tiling
+        handle.write(b"\0" * 1024)
+    assert main(train_args(cohort, tmp_path / "runs", "trainer.max_epochs=1")) == 2
+    err = capsys.readouterr().err
+    assert "changed since it was tiled" in err and slide.slide_id in err
+
+
+def test_empty_bag_is_a_clear_error(cohort_10x, tmp_path, capsys):
+    cohort = _copy_cohort(cohort_10x, tmp_path)
+    slide = _first_training_slide(cohort)
+    with h5py.File(cohort["tiles"] / f"{slide.slide_id}.h5", "a") as h5:  # a slide whose 10x grid kept no tile
+        del h5["10x/coords"], h5["10x/tissue_fraction"]
+        h5["10x"].create_dataset("coords", data=np.zeros((0, 2), np.int64))
+        h5["10x"].create_dataset("tissue_fraction", data=np.zeros(0, np.float32))
+    assert main(train_args(cohort, tmp_path / "runs", "resolution=10x", "trainer.max_epochs=1")) == 2
+    err = capsys.readouterr().err
+    assert "empty bag" in err and f"{slide.slide_id}.h5" in err
+
+
+def test_no_poor_patients_is_a_clear_error(cohort_10x, tmp_path, capsys):
+    cohort = _copy_cohort(cohort_10x, tmp_path)
+    clinical = pd.read_csv(cohort["clinical"])
+    clinical["event"] = 0
+    clinical.to_csv(cohort["clinical"], index=False)
+    assert main(train_args(cohort, tmp_path / "runs", "trainer.max_epochs=1")) == 2
+    assert "no poor-prognosis patient" in capsys.readouterr().err
