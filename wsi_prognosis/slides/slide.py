@@ -137,6 +137,20 @@ class Slide:
         plan = self.plan_read(target_mpp, max_upsample)
         return read_tile(self.read_level_window, plan, x, y, size_px)
 
+    def _read_whole_level(self, level: int, width: int, height: int) -> np.ndarray:
+        """The top-left (width, height) of a level: direct JPEG decode where it equals OpenSlide."""
+        from wsi_prognosis.slides.direct import open_direct_level
+
+        direct = open_direct_level(self.path, self._handle, level, cache_mb=0)
+        if direct is None:
+            return self.read_level_window(level, 0, 0, width, height)
+        try:
+            return direct.window(0, 0, width, height)
+        except Exception as exc:
+            raise SlideReadError(f"{self.path}: JPEG tile cannot be decoded ({exc}).") from exc
+        finally:
+            direct.close()
+
     def thumbnail(self, target_mpp: float) -> tuple[np.ndarray, float]:
         """The whole slide at `target_mpp` µm/px (never finer than level 0) and the mpp it has.
 
@@ -156,7 +170,7 @@ class Slide:
         need_w = min(level_w, math.ceil(out_w * scale))
         need_h = min(level_h, math.ceil(out_h * scale))
         if reduce == 1:
-            level_image = self.read_level_window(plan.level, 0, 0, need_w, need_h)
+            level_image = self._read_whole_level(plan.level, need_w, need_h)
         else:  # a huge level (no pyramid): read bands and box-reduce them first to bound memory
             band = THUMBNAIL_BAND_PX // reduce * reduce or reduce
             parts = []

@@ -69,9 +69,15 @@ def subdivision(base_um: float, fine_um: float) -> int:
 
 
 def summed_area_table(mask: np.ndarray) -> np.ndarray:
-    """(H+1, W+1) float64 cumulative sums of `mask`, zero first row/column."""
-    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.float64)
-    np.cumsum(np.cumsum(mask, axis=0, dtype=np.float64), axis=1, out=table[1:, 1:])
+    """(H+1, W+1) cumulative sums of a 0/1 `mask` (int32, or int64 for huge masks), zero first row/column.
+
+    Integer sums in place: several times faster than float cumulative sums, and exact.
+    """
+    dtype = np.int32 if mask.size < 2**31 else np.int64
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=dtype)
+    table[1:, 1:] = mask
+    np.cumsum(table, axis=0, out=table)
+    np.cumsum(table, axis=1, out=table)
     return table
 
 
@@ -83,10 +89,10 @@ def _integral(table: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     ix = np.minimum(np.floor(x).astype(np.int64), max(w - 1, 0))
     iy = np.minimum(np.floor(y).astype(np.int64), max(h - 1, 0))
     fx, fy = x - ix, y - iy
-    s00 = table[iy, ix]
-    s01 = table[iy, ix + 1]
-    s10 = table[iy + 1, ix]
-    s11 = table[iy + 1, ix + 1]
+    s00 = table[iy, ix].astype(np.float64)
+    s01 = table[iy, ix + 1].astype(np.float64)
+    s10 = table[iy + 1, ix].astype(np.float64)
+    s11 = table[iy + 1, ix + 1].astype(np.float64)
     return s00 + fx * (s01 - s00) + fy * (s10 - s00) + fx * fy * (s11 - s01 - s10 + s00)
 
 

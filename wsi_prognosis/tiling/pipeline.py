@@ -41,6 +41,7 @@ BLUR_MPP = 1.0            # blur is measured on 1.0 µm/px windows (the scale it
 BLUR_WINDOW_PX = 224
 PEN_WARNING_FRACTION = 0.05
 QC_DIR = "qc"
+QC_MAX_PX = 1600          # long side of the QC PNG, px
 
 
 def summary_columns(config: TilingConfig) -> list[str]:
@@ -233,9 +234,21 @@ def _tile(row: Mapping[str, Any], final: Path, out_dir: Path, config: TilingConf
 
 def _write_qc(path: Path, thumb: np.ndarray, mask: np.ndarray, pen: np.ndarray, coords: np.ndarray,
               tile_level0_px: float, scale: float) -> None:
-    """The QC thumbnail: the slide's own pixels at the mask MPP (never its label or macro image)."""
+    """The QC thumbnail: the slide's own pixels at the mask MPP (never its label or macro image),
+    reduced by an integer factor to at most QC_MAX_PX on its long side (PNG encoding of a
+    2500-px thumbnail of real tissue costs more than the whole mask)."""
+    from PIL import Image
+
     from wsi_prognosis.tissue import qc_thumbnail, save_png
 
+    factor = -(-max(thumb.shape[:2]) // QC_MAX_PX)
+    if factor > 1:
+        def reduce(binary: np.ndarray) -> np.ndarray:
+            return np.asarray(Image.fromarray(binary.astype(np.uint8) * 255).reduce(factor)) >= 128
+
+        thumb = np.asarray(Image.fromarray(thumb).reduce(factor))
+        mask, pen = reduce(mask), reduce(pen)
+        scale /= factor
     boxes = np.concatenate([coords, coords + tile_level0_px], axis=1) * scale if len(coords) else None
     save_png(path, qc_thumbnail(thumb, mask, tile_boxes=boxes, pen=pen))
 
