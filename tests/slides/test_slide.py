@@ -85,3 +85,15 @@ def test_slide_exposes_no_associated_images(cmu_slide):
     with Slide.from_path(cmu_slide) as slide:
         public = {name for name in dir(slide) if not name.startswith("_")}
     assert not {"associated_images", "properties", "label", "macro"} & public
+
+
+def test_thumbnail_of_a_huge_level_is_read_in_bands(cmu_slide, monkeypatch):
+    from wsi_prognosis.slides import slide as slide_module
+
+    with Slide.from_path(cmu_slide) as slide:
+        whole, _ = slide.thumbnail(8.0)
+        monkeypatch.setattr(slide_module, "THUMBNAIL_WHOLE_LEVEL_PX", 1000)   # force the banded path
+        monkeypatch.setattr(slide_module, "THUMBNAIL_BAND_PX", 300)
+        banded, mpp = slide.thumbnail(8.0)
+    assert mpp == 8.0 and banded.shape == whole.shape
+    assert np.abs(banded.astype(int) - whole.astype(int)).mean() < 3        # same picture, other filter path

@@ -146,3 +146,18 @@ def test_annotation_restricts_tiles_to_the_polygon(batch):
 def test_qc_thumbnail_is_the_slide_at_mask_mpp(batch):
     image = np.asarray(Image.open(batch[1] / "qc" / "cmu.png"))
     assert image.shape == (int(np.ceil(2967 * CMU_MPP / 8)), int(np.ceil(2220 * CMU_MPP / 8)), 3)
+
+
+def test_annotations_folder_is_searched_by_slide_id(tmp_path, cmu_slide, geojson_files, manifest_writer):
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    (folder / "annotated.geojson").write_bytes(geojson_files["top_half"].read_bytes())
+    manifest = read_manifest(manifest_writer(tmp_path / "m.csv", [
+        {"slide_id": "annotated", "path": cmu_slide}, {"slide_id": "plain", "path": cmu_slide}]))
+    config = TilingConfig.from_mapping(tiling={"resolutions": ["10x"], "qc_thumbnails": False, "blur_tiles": 0},
+                                       annotations_dir=folder)
+    summary = tile_manifest(manifest, tmp_path / "tiles", config, workers=1).set_index("slide_id")
+    assert summary.loc["annotated", "n_tiles_10x"] < summary.loc["plain", "n_tiles_10x"]
+    assert "no plain.geojson" in summary.loc["plain", "warnings"]
+    with open_tile_store(tmp_path / "tiles" / "annotated.h5") as store:
+        assert store.annotation == str(folder / "annotated.geojson")

@@ -37,8 +37,7 @@ __all__ = ["TilingConfig", "ResolutionSpec", "tile_one_slide", "tile_manifest", 
 
 log = logging.getLogger(__name__)
 
-BLUR_MPP = 1.0            # blur is measured on 1.0 µm/px windows (the scale its threshold is set for)
-BLUR_WINDOW_PX = 224
+BLUR_WINDOW_PX = 224      # blur windows, px at tissue.BLUR_REFERENCE_MPP (the scale its threshold is set for)
 PEN_WARNING_FRACTION = 0.05
 QC_DIR = "qc"
 QC_MAX_PX = 1600          # long side of the QC PNG, px
@@ -114,6 +113,7 @@ def _reusable(path: Path, row: Mapping[str, Any], config: TilingConfig, inputs: 
 
 def _blur(slide: Slide, coords: np.ndarray, tile_level0_px: float, n: int) -> float | None:
     """Mean Laplacian variance over up to `n` base tiles spread over the kept ones (1.0 µm/px)."""
+    from wsi_prognosis.tissue import BLUR_REFERENCE_MPP as BLUR_MPP
     from wsi_prognosis.tissue import blur_score, to_gray
 
     if n <= 0 or len(coords) == 0:
@@ -323,7 +323,9 @@ def tile_manifest(manifest, out_dir: str | Path, config: TilingConfig, workers: 
             done.append(result)
             tiles_found += sum(int(result.get(f"n_tiles_{r.name}") or 0) for r in config.resolutions)
             failed = sum(r["status"] != "ok" for r in done)
-            bar.set_postfix(tiles=tiles_found, failed=failed, refresh=False)
+            elapsed = max(bar.format_dict.get("elapsed") or 0.0, 1e-6)
+            bar.set_postfix(tiles=tiles_found, tiles_per_s=f"{tiles_found / elapsed:.0f}", failed=failed,
+                            refresh=False)
             bar.update(1)
             if result["status"] != "ok":
                 log.warning("%s failed: %s", result["slide_id"], result["error"])
