@@ -128,7 +128,7 @@ def make_cohort(out_dir: str | Path, config: SynthConfig) -> dict[str, Any]:
     summary_path = out_dir / "slides.csv"
     done_rows: dict[str, dict[str, Any]] = {}
     if previous == fingerprint and summary_path.is_file():
-        done_rows = {r["slide_id"]: r for r in pd.read_csv(summary_path).to_dict("records")}
+        done_rows = {r["slide_id"]: r for r in pd.read_csv(summary_path, dtype={"slide_id": str}).to_dict("records")}
     todo = [j for j in jobs if not (previous == fingerprint and j.path.is_file() and j.slide_id in done_rows)]
     log.info("synth: %d slides planned, %d to generate, %d already done", len(jobs), len(todo), len(jobs) - len(todo))
     new_rows = {r["slide_id"]: r for r in _run_jobs(todo, config)}
@@ -145,7 +145,7 @@ def make_cohort(out_dir: str | Path, config: SynthConfig) -> dict[str, Any]:
     patients = pd.concat([t for c, t in tables.items() if c != "test"], ignore_index=True)
     clinical = patients[["patient_id", "time", "event", "pT", "pN", "grade"]]
     truth = patients[["patient_id", "risk"]]
-    summary = pd.DataFrame(rows)
+    summary = pd.DataFrame(rows).drop(columns=["cohort", "patient_id", "risk"], errors="ignore")
     summary.insert(1, "cohort", manifest["cohort"].to_numpy())
     summary.insert(2, "patient_id", manifest["patient_id"].to_numpy())
     summary.insert(3, "risk", [j.risk for j in jobs])

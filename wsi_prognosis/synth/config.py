@@ -110,8 +110,11 @@ class SynthConfig:
         return config
 
     def replace(self, **changes: Any) -> "SynthConfig":
-        """A validated copy with `changes` (outcome fields allowed too)."""
-        return SynthConfig.preset(self.preset, seed=self.seed, **{**self._overrides(), **changes})
+        """A validated copy with `changes` (outcome fields, `seed` and `preset` allowed too)."""
+        merged = {**self._overrides(), **changes}
+        preset = merged.pop("preset", self.preset)
+        seed = merged.pop("seed", self.seed)
+        return SynthConfig.preset(preset, seed=seed, **merged)
 
     def _overrides(self) -> dict[str, Any]:
         out = {k: v for k, v in dataclasses.asdict(self).items() if k not in {"preset", "seed", "outcome"}}

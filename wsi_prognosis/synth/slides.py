@@ -46,9 +46,11 @@ def field_spec(job: SlideJob, rng: np.random.Generator) -> FieldSpec:
     """The slide's size, tissue fraction and artefacts: all drawn independently of the risk."""
     scale_w, scale_h, tissue_u = rng.uniform(-1, 1, 3)
     chosen = artefacts.choose(rng, job.artefact_probability)
+    # sizes are multiples of the largest downsample, so every level is exactly 1/ds of level 0
+    quantum = max(level_downsamples(job.width_px, job.height_px, job.level_step, job.max_levels))
     return FieldSpec(
-        width_px=int(round(job.width_px * (1 + job.size_jitter * scale_w))),
-        height_px=int(round(job.height_px * (1 + job.size_jitter * scale_h))),
+        width_px=quantum * max(int(round(job.width_px * (1 + job.size_jitter * scale_w) / quantum)), 1),
+        height_px=quantum * max(int(round(job.height_px * (1 + job.size_jitter * scale_h) / quantum)), 1),
         mpp=job.mpp,
         risk=job.risk,
         strength_40x=job.strength_40x,
