@@ -12,7 +12,6 @@ function (`slides.resample`), so a reader's tiles do not depend on the path take
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -24,9 +23,6 @@ from wsi_prognosis.slides.plan import ReadPlan
 from wsi_prognosis.slides.slide import open_openslide, read_tile
 from wsi_prognosis.slides.resample import rgba_to_rgb_on_white
 from wsi_prognosis.tiling.grid import GridSpec
-
-log = logging.getLogger(__name__)
-
 
 class TileReader:
     """Read square tiles of one grid (`GridSpec`) of one slide as RGB uint8 arrays.
@@ -51,6 +47,7 @@ class TileReader:
         self._pid: int | None = None
         self._openslide = None
         self._direct: DirectLevel | None = None
+
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state.update(_pid=None, _openslide=None, _direct=None)
