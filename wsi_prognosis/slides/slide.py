@@ -20,7 +20,7 @@ from wsi_prognosis.slides.plan import DEFAULT_MAX_UPSAMPLE, ReadPlan, plan_read
 from wsi_prognosis.slides.resample import level_window, resample_window, rgba_to_rgb_on_white
 
 THUMBNAIL_BAND_PX = 1024          # level rows read per band when a thumbnail level is large
-THUMBNAIL_WHOLE_LEVEL_PX = 48_000_000
+THUMBNAIL_WHOLE_LEVEL_PX = 16_000_000  # larger levels (no pyramid) are read in bands to bound memory
 
 
 def open_openslide(path: Path):  # -> openslide.OpenSlide
