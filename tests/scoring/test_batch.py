@@ -139,3 +139,15 @@ def test_shards_merged_equal_one_run(tmp_path, reference, small_bundle, synth_co
     shutil.copy(next(other.glob("run_score.shard-2-of-3.json")), shared)
     assert cli("merge", f"out={shared}") == 0
     assert (shared / "scores.csv").read_bytes() == (reference / "scores.csv").read_bytes()
+
+
+def test_a_folder_of_slides_instead_of_a_manifest(tmp_path, small_bundle, synth_cohort, reference):
+    folder = synth_cohort / "slides" / "validation"
+    out = tmp_path / "out"
+    assert cli("score", f"bundle={small_bundle}", f"manifest={folder}", f"out={out}", f"tiles={synth_cohort / 'tiles'}",
+               *FAST_ENGINE, "exports.heatmap=false", "exports.geojson=false") == 0
+    scores = read_scores(out)
+    ref = read_scores(reference).set_index("slide_id")
+    assert len(scores) == len(list(folder.iterdir())) and (scores["status"] == "ok").all()
+    assert (scores["cohort"] == "unassigned").all() and (scores["patient_id"] == scores["slide_id"]).all()
+    np.testing.assert_allclose(scores["score"], ref.loc[scores["slide_id"], "score"], rtol=0, atol=1e-12)

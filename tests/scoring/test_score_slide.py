@@ -90,7 +90,7 @@ def test_heatmap_is_a_thumbnail_png(cmu_run):
     assert image.format == "PNG" and image.mode == "RGB"
     pixels = np.asarray(image)
     assert pixels.shape[0] > 200 and pixels.shape[1] > 2 * 150  # two panels (10x, 40x)
-    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100  # real image content, not a blank canvas
+    assert len(np.unique(pixels.reshape(-1, 3)[::31], axis=0)) > 100  # real image content, not a blank canvas
 
 
 def test_a_20x_slide_cannot_serve_real_40x(tmp_path, real_bundle, cmu_slide):

@@ -4,8 +4,9 @@ One DataLoader streams fixed-size chunks of (slide, resolution) tile coordinates
 `reader.read(coords)` (a `wsi_prognosis.slides.TileReader`: picklable, opened lazily in each
 worker) into pinned memory, `prefetch_batches` per worker ahead, so reading the next batch
 overlaps running the current one. Each chunk is read once and fed to all members of its
-resolution (bf16 autocast + channels_last on CUDA; float32 on CPU). A failed read becomes an
-error for that slide, never for the batch.
+resolution (channels_last; bf16 autocast on CUDA, float32 on CPU). Logits stay on the device until
+a slide is complete, so the host never waits for the GPU between batches. A failed read becomes
+an error for that slide, never for the batch.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class EnsembleRunner:
         self.cuda = self.device.type == "cuda"
         self.bf16 = config.bf16 and self.cuda
         self.channels_last = config.channels_last
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True  # fixed tile shapes: pick the fastest kernels once
         self.by_resolution: dict[str, list[LoadedMember]] = {}
         self._norm: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for m in members:
