@@ -157,7 +157,8 @@ def make_cohort(out_dir: str | Path, config: SynthConfig) -> dict[str, Any]:
 
     from wsi_prognosis.synth.gallery import write_gallery
 
-    gallery = write_gallery(out_dir / "gallery.png", manifest.assign(path=[str(j.path) for j in jobs]),
+    gallery = write_gallery(out_dir / "gallery.png",
+                            manifest.assign(path=[str(j.path) for j in jobs], artefacts=summary["artefacts"].to_numpy()),
                             truth, mpp_40x=0.25, mpp_10x=1.0)
     seconds = time.perf_counter() - started
     counts = {c: int((manifest["cohort"] == c).sum()) for c in tables}

@@ -15,6 +15,7 @@ from PIL import Image
 from scipy import ndimage
 
 from wsi_prognosis.atomic import atomic_path
+from wsi_prognosis.synth.writer import BACKGROUND_RGB
 
 TILE_PX = 224
 
@@ -25,7 +26,9 @@ def _read(slide, x: int, y: int, size_um: float, mpp: float, out_px: int) -> np.
     level = slide.get_best_level_for_downsample(max(ds, 1.0) + 1e-6)
     level_ds = slide.level_downsamples[level]
     size_level = int(round(size_um / base_mpp / level_ds))
-    region = slide.read_region((x, y), level, (size_level, size_level)).convert("RGB")
+    region = slide.read_region((x, y), level, (size_level, size_level))
+    glass = Image.new("RGBA", region.size, (*BACKGROUND_RGB, 255))
+    region = Image.alpha_composite(glass, region).convert("RGB")   # outside the slide: glass, not black
     return np.asarray(region.resize((out_px, out_px), Image.BILINEAR))
 
 
@@ -49,9 +52,16 @@ def tissue_tiles(path: str | Path, *, mpp_40x: float, mpp_10x: float, tile_px: i
         x0 = min(x0, max(slide.dimensions[0] - int(win_um / base_mpp), 0))
         y0 = min(y0, max(slide.dimensions[1] - int(win_um / base_mpp), 0))
         tile10 = _read(slide, x0, y0, win_um, mpp_10x, tile_px)
+        # the 40x tile: the window of the 10x tile with the most nuclei (dark pixels)
         small_um = tile_px * mpp_40x
-        cx0 = x0 + int((win_um - small_um) / 2 / base_mpp)
-        cy0 = y0 + int((win_um - small_um) / 2 / base_mpp)
+        dark = (tile10.astype(np.int16).max(-1) < 140).astype(np.float32)
+        k = max(int(round(small_um / mpp_10x)), 1)
+        density = ndimage.uniform_filter(dark, size=k, mode="constant")
+        half = k // 2
+        inner = density[half:tile_px - half, half:tile_px - half] if tile_px > 2 * half else density
+        py, px = np.unravel_index(int(np.argmax(inner)), inner.shape)
+        cx0 = x0 + int((px * mpp_10x) / base_mpp)
+        cy0 = y0 + int((py * mpp_10x) / base_mpp)
         tile40 = _read(slide, cx0, cy0, small_um, mpp_40x, tile_px)
     return tile10, tile40
 
@@ -66,6 +76,10 @@ def write_gallery(path: str | Path, manifest: pd.DataFrame, truth: pd.DataFrame,
 
     cohort = "training" if (manifest["cohort"] == "training").any() else manifest["cohort"].iloc[0]
     slides = manifest[manifest["cohort"] == cohort].merge(truth, on="patient_id").sort_values("risk")
+    if "artefacts" in slides.columns:   # show morphology, not pen marks, where there is a choice
+        clean = slides[slides["artefacts"].fillna("").astype(str) == ""]
+        if len(clean) >= min(n_columns, len(slides)):
+            slides = clean
     picks = slides.iloc[np.unique(np.linspace(0, len(slides) - 1, min(n_columns, len(slides))).round().astype(int))]
     fig, axes = plt.subplots(2, len(picks), figsize=(2.3 * len(picks), 5.0), squeeze=False)
     for col, row in enumerate(picks.itertuples(index=False)):

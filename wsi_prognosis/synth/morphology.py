@@ -46,7 +46,7 @@ def nuclear_params(risk: float, strength_40x: float) -> NuclearParams:
     return NuclearParams(
         radius_um=2.6 * np.exp(0.11 * n),
         pleomorphism_cv=float(np.clip(0.10 * np.exp(0.45 * n), 0.04, 0.35)),
-        darkness=1.0 + 0.12 * n,
+        darkness=1.0 + 0.10 * n,
         coarseness=float(np.clip(0.22 + 0.10 * n, 0.05, 0.5)),
         density_per_um2=(1.0 / 40.0) * np.exp(-0.05 * n),  # held: size, not count, grows
         nucleolus_probability=_sigmoid(1.6 * n - 1.5),

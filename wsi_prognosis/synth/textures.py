@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import numpy as np
 
-BANK_PX = 512
+BANK_PX = 1024
 N_FIBRE_ANGLES = 4
 
 
@@ -18,8 +18,9 @@ N_FIBRE_ANGLES = 4
 def texture_bank(mpp: float) -> dict[str, np.ndarray]:
     """Zero-mean, unit-variance float32 textures (BANK_PX square, tileable) at `mpp` µm/px.
 
-    grain: chromatin / fine granularity (~0.4 µm); fibre_0..3: collagen fibres (9 x 0.4 µm) at
-    0, 45, 90, 135 degrees; blotch: slow variations (~10 µm); orientation: the fibre direction field.
+    grain: chromatin / fine granularity (~0.4 µm); blotch: slow variations (~10 µm); fibre:
+    collagen fibres (9 x 0.4 µm) whose angle follows fibre_direction (x 45 degrees), which is
+    cropped at the same offset (`crop_many`) so fibroblasts can lie along the fibres.
     """
     rng = np.random.default_rng(20240601)  # fixed: the bank is part of the generator, not the cohort
     freq = np.fft.fftfreq(BANK_PX).astype(np.float32)
@@ -37,9 +38,16 @@ def texture_bank(mpp: float) -> dict[str, np.ndarray]:
         out /= out.std() + 1e-6
         return out
 
-    bank = {"grain": make(0.35, 0.35), "blotch": make(10.0, 10.0), "orientation": make(25.0, 25.0)}
+    bank = {"grain": make(0.35, 0.35), "blotch": make(10.0, 10.0)}
+    # collagen: fibres at four angles blended along a smooth direction field (in [0, 4): angle
+    # = direction * 45 degrees), done once here rather than per slide
+    direction = (make(25.0, 25.0) * 1.3) % N_FIBRE_ANGLES
+    fibre = np.zeros((BANK_PX, BANK_PX), np.float32)
     for k in range(N_FIBRE_ANGLES):
-        bank[f"fibre_{k}"] = make(9.0, 0.4, np.pi * k / N_FIBRE_ANGLES)
+        weight = np.clip(1.0 - np.abs(((direction - k + 2) % 4) - 2), 0, None)
+        fibre += weight * make(9.0, 0.4, np.pi * k / N_FIBRE_ANGLES)
+    bank["fibre"] = (fibre - fibre.mean()) / (fibre.std() + 1e-6)
+    bank["fibre_direction"] = direction.astype(np.float32)
     return bank
 
 
@@ -58,8 +66,16 @@ def _tiled(texture: np.ndarray, rows: int, cols: int) -> np.ndarray:
 
 def crop(texture: np.ndarray, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     """A read-only `shape` window of a tileable `texture` at a random wrap-around offset (a view)."""
-    size_y, size_x = texture.shape
+    return crop_many([texture], rng, shape)[0]
+
+
+def crop_many(textures: list[np.ndarray], rng: np.random.Generator, shape: tuple[int, int]) -> list[np.ndarray]:
+    """The same random window of several same-sized tileable textures (read-only views)."""
+    size_y, size_x = textures[0].shape
     y0, x0 = int(rng.integers(size_y)), int(rng.integers(size_x))
-    view = _tiled(texture, shape[0], shape[1])[y0:y0 + shape[0], x0:x0 + shape[1]]
-    view.flags.writeable = False
-    return view
+    views = []
+    for texture in textures:
+        view = _tiled(texture, shape[0], shape[1])[y0:y0 + shape[0], x0:x0 + shape[1]]
+        view.flags.writeable = False
+        views.append(view)
+    return views
