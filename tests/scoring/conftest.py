@@ -22,6 +22,8 @@ SMALL_RESOLUTIONS = {"10x": {"mpp": 2.0, "tile_px": 32}, "40x": {"mpp": 1.0, "ti
 REAL_RESOLUTIONS = {"10x": {"mpp": 1.0, "tile_px": 32}, "40x": {"mpp": 0.25, "tile_px": 32}}
 # tissue found on tiny synthetic slides (a few hundred µm across): finer mask, small minimum areas
 SMALL_TISSUE = {"mask_mpp": 2.0, "min_tissue_area_um2": 2000, "max_hole_area_um2": 2000, "closing_um": 8}
+# the bundle's pooling reaches scoring: mean for 10x members, top-k for 40x members
+POOLING = {"10x": {"method": "mean"}, "40x": {"method": "topk", "k_fraction": 0.25}}
 FAST_ENGINE = ["engine.workers=0", "engine.batch_tiles=256", "tiling_workers=1"]
 
 
@@ -45,7 +47,7 @@ def make_bundle(out: Path, resolutions: dict, members_per_res: int = 1, pooling:
             torch.save(model.state_dict(), path)
             prep = default_preprocessing(ARCH, tile_px=spec["tile_px"], mpp=spec["mpp"]).to_dict()
             member = Member(name=f"{res}_{k}", resolution=res, arch=ARCH, weights="", sha256="",
-                            preprocessing=prep, pooling=pooling or {"method": "mean"})
+                            preprocessing=prep, pooling=dict(pooling or POOLING[res]))
             pairs.append((member, path))
     write_bundle(out, pairs, tile_spec=tile_spec, aggregation={"members": "mean"}, training_configs={})
     return out
@@ -84,7 +86,7 @@ def cli(*args: str) -> int:
 
 
 def read_scores(out: Path) -> pd.DataFrame:
-    return pd.read_csv(out / "scores.csv", dtype={"slide_id": str, "patient_id": str, "error": str})
+    return pd.read_csv(out / "scores.csv", dtype={"slide_id": str, "patient_id": str, "error": str}, float_precision="round_trip")
 
 
 @pytest.fixture()

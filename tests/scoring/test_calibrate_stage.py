@@ -32,7 +32,8 @@ def calibrated(tmp_path_factory, small_bundle, synth_cohort):
 def test_quantile_hits_its_shares_on_tuning_patients(calibrated, synth_cohort):
     out, _ = calibrated
     bundle = load_bundle(out)
-    tuning = pd.read_csv(out / "calibration" / "tuning_patient_scores.csv", dtype={"patient_id": str})
+    tuning = pd.read_csv(out / "calibration" / "tuning_patient_scores.csv", dtype={"patient_id": str},
+                         float_precision="round_trip")
     n_tuning = (pd.read_csv(synth_cohort / "manifest.csv")["cohort"] == "tuning").sum()
     assert len(tuning) == n_tuning and set(tuning["cohort"]) == {"tuning"}
     groups = [assign_risk_group(s, bundle.thresholds) for s in tuning["score"]]

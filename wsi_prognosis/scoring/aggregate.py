@@ -23,6 +23,25 @@ PATIENT_COLUMNS = ("patient_id", "cohort", "score", "risk_group", "n_slides")
 PATIENT_AGGREGATIONS = ("mean", "max")
 
 
+def resolve_patient_aggregation(bundle_aggregation: Mapping[str, Any] | None, configured: str | None) -> str:
+    """The patient rule: the configured one, else the bundle's `aggregation.patient`, else mean.
+
+    Also checks the bundle's member rule: the ensemble score is the mean of the members.
+    """
+    from wsi_prognosis.errors import BundleError
+
+    aggregation = dict(bundle_aggregation or {})
+    if aggregation.get("members", "mean") != "mean":
+        raise BundleError(
+            f"bundle aggregation.members={aggregation['members']!r}: scoring averages the members (mean) only. "
+            "Fix: rebuild the bundle with `select` (aggregation.members=mean)."
+        )
+    method = configured if configured is not None else str(aggregation.get("patient", "mean"))
+    if method not in PATIENT_AGGREGATIONS:
+        raise ConfigurationError(f"patient_aggregation={method!r} unknown. Fix: one of {list(PATIENT_AGGREGATIONS)}.")
+    return method
+
+
 def ensemble_score(member_scores: Mapping[str, float]) -> float:
     """The ensemble score: the mean of the members' slide scores."""
     values = [float(v) for v in member_scores.values()]

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,13 @@ import pandas as pd
 
 from wsi_prognosis.errors import WsiPrognosisError
 from wsi_prognosis.scoring import records
-from wsi_prognosis.scoring.aggregate import ensemble_score, patient_table, slide_table, write_table
+from wsi_prognosis.scoring.aggregate import (
+    ensemble_score,
+    patient_table,
+    resolve_patient_aggregation,
+    slide_table,
+    write_table,
+)
 from wsi_prognosis.scoring.engine import EngineConfig, EngineStats, LoadedMember, Preprocessing, SlideLogits, TileJob
 from wsi_prognosis.scoring.shard import Shard, select_shard
 
@@ -38,7 +45,7 @@ class ScoreOptions:
     """Everything but the bundle, the manifest and the output folder."""
 
     tiles: Path | None = None               # existing tile stores (else out/tiles, tiled here)
-    patient_aggregation: str = "mean"       # mean | max of a patient's ok slides
+    patient_aggregation: str | None = None  # mean | max of a patient's ok slides; None: the bundle's rule
     shard: Shard = field(default_factory=Shard)
     engine: EngineConfig = field(default_factory=EngineConfig)
     tiling_workers: int = 1
@@ -193,6 +200,21 @@ def _finish_slide(
     }
 
 
+def _finish_and_record(
+    plan: _Plan, result: SlideLogits, bundle: Any, out: Path, options: ScoreOptions, names_by_res: Mapping[str, list[str]]
+) -> str:
+    """`_finish_slide` + write its record; any error fails this slide only. Returns the status."""
+    try:
+        record = _finish_slide(plan, result, bundle, out, options, names_by_res)
+    except Exception as exc:  # a batch never stops at one slide; the traceback goes to the log
+        log.exception("%s: finishing the slide failed", plan.row["slide_id"])
+        record = _failed(plan.row, plan.key, bundle.id, f"{plan.row['path']}: scoring failed ({type(exc).__name__}: {exc})")
+    if record["status"] != "ok":
+        log.warning("%s: failed: %s", plan.row["slide_id"], record["error"])
+    records.write_record(out, record)
+    return str(record["status"])
+
+
 def _write_exports(plan: _Plan, tiles: Sequence[Any], score: float, out: Path, options: ScoreOptions) -> tuple[dict[str, str], str]:
     """Heatmap PNG and GeoJSON; a failure here is logged and recorded, the score still counts."""
     from wsi_prognosis.scoring import exports as ex
@@ -241,6 +263,7 @@ def score_manifest(bundle: Any, manifest: pd.DataFrame, out: str | Path, options
     from wsi_prognosis.tiling import tile_store_path
 
     out = Path(out)
+    options = replace(options, patient_aggregation=resolve_patient_aggregation(bundle.aggregation, options.patient_aggregation))
     rows = select_shard(manifest, options.shard).to_dict("records")
     user_tiles = None if options.tiles is None else Path(options.tiles)
     own_tiles = out / "tiles"
@@ -274,7 +297,10 @@ def score_manifest(bundle: Any, manifest: pd.DataFrame, out: str | Path, options
             if row["slide_id"] in tiling_errors:
                 raise WsiPrognosisError(tiling_errors[row["slide_id"]])
             plans.append(_plan_slide(row, key, store_path, bundle, verify=True))
-        except WsiPrognosisError as exc:
+        except Exception as exc:  # WsiPrognosisError expected; anything else must not stop the batch either
+            if not isinstance(exc, WsiPrognosisError):
+                log.exception("%s: unexpected error while planning", row["slide_id"])
+                exc = WsiPrognosisError(f"{row['path']}: unexpected {type(exc).__name__}: {exc}")
             records.write_record(out, _failed(row, key, bundle.id, str(exc)))
             result.n_failed += 1
             log.warning("%s: failed: %s", row["slide_id"], exc)
@@ -291,19 +317,21 @@ def score_manifest(bundle: Any, manifest: pd.DataFrame, out: str | Path, options
         total = sum(len(j.coords) for j in jobs)
         bar = tqdm(total=total, unit="tile", desc=f"scoring {len(plans)} slide(s)", mininterval=2.0)
         started = time.perf_counter()
+        # pooling, exports and the record of a finished slide run in a thread, beside the engine
+        finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-finish")
+        pending: list[Future[str]] = []
         try:
             for done in run_jobs(jobs, runner, options.engine, progress=bar.update, stats=result.stats):
-                plan = by_id[done.slide_key]
-                record = _finish_slide(plan, done, bundle, out, options, names_by_res)
-                records.write_record(out, record)
-                if record["status"] == "ok":
-                    result.n_scored += 1
-                else:
-                    result.n_failed += 1
-                    log.warning("%s: failed: %s", done.slide_key, record["error"])
-                bar.set_postfix(slides=f"{result.n_scored + result.n_failed}/{len(plans)}", refresh=False)
+                pending.append(finisher.submit(_finish_and_record, by_id[done.slide_key], done, bundle, out, options,
+                                               names_by_res))
+                finished = sum(f.done() for f in pending)
+                bar.set_postfix(slides=f"{finished}/{len(plans)}", refresh=False)
         finally:
+            finisher.shutdown(wait=True)  # slides the engine finished are recorded even on interrupt
             bar.close()
+        statuses = [f.result() for f in pending]
+        result.n_scored += statuses.count("ok")
+        result.n_failed += len(statuses) - statuses.count("ok")
         log.info("scored %d tiles in %.1f s (%.0f tiles/s end to end)", result.stats.tiles,
                  time.perf_counter() - started, result.stats.tiles_per_s)
 
@@ -313,6 +341,6 @@ def score_manifest(bundle: Any, manifest: pd.DataFrame, out: str | Path, options
     result.slides = slide_table(shard_rows, recs, member_names(bundle), bundle.thresholds)
     write_table(result.slides, result.scores_csv)
     if not options.shard.sharded:
-        result.patients = patient_table(result.slides, options.patient_aggregation, bundle.thresholds)
+        result.patients = patient_table(result.slides, str(options.patient_aggregation), bundle.thresholds)
         write_table(result.patients, out / "patient_scores.csv")
     return result

@@ -34,7 +34,7 @@ class CalibrateConfig:
     scores: Path | None
     cohort: str
     level: str
-    patient_aggregation: str
+    patient_aggregation: str | None
     fit: dict[str, Any]
     engine: Any
     tiling_workers: int
@@ -66,8 +66,8 @@ class CalibrateConfig:
         level = str(c.get("level", "patient"))
         if level not in LEVELS:
             raise ConfigurationError(f"level={level!r}: one of {list(LEVELS)}.")
-        aggregation = str(c.get("patient_aggregation", "mean"))
-        if aggregation not in PATIENT_AGGREGATIONS:
+        aggregation = c.get("patient_aggregation")
+        if aggregation is not None and aggregation not in PATIENT_AGGREGATIONS:
             raise ConfigurationError(f"patient_aggregation={aggregation!r}: one of {list(PATIENT_AGGREGATIONS)}.")
         bundle, out = path("bundle"), path("out")
         assert bundle is not None and out is not None
@@ -87,7 +87,8 @@ def _tuning_table(config: CalibrateConfig, bundle: Any) -> tuple[pd.DataFrame, d
     if config.scores is not None:
         if not config.scores.is_file():
             raise ConfigurationError(f"scores={config.scores}: not found. Fix: a scores.csv from `wsi-prognosis score`.")
-        table = pd.read_csv(config.scores, dtype={"patient_id": str, "slide_id": str, "cohort": str})
+        table = pd.read_csv(config.scores, dtype={"patient_id": str, "slide_id": str, "cohort": str},
+                            float_precision="round_trip")  # exact scores: thresholds refit identically
         record = config.scores.parent / "run_score.json"
         if record.is_file():
             scored_with = json.loads(record.read_text()).get("bundle_id")
@@ -117,7 +118,7 @@ def _tuning_table(config: CalibrateConfig, bundle: Any) -> tuple[pd.DataFrame, d
         table = table[table["status"] == "ok"]
     is_patient_table = "slide_id" not in table.columns
     if config.level == "patient" and not is_patient_table:
-        table = patient_table(table, config.patient_aggregation, None)
+        table = patient_table(table, str(config.patient_aggregation), None)
     elif config.level == "slide" and is_patient_table:
         raise ConfigurationError(f"level=slide needs slide scores; {config.scores} is a patient table.")
     if table.empty:
@@ -133,8 +134,13 @@ def run(cfg: DictConfig):
     from wsi_prognosis.provenance import file_sha256, write_run_record
     from wsi_prognosis.scoring.aggregate import write_table
 
+    from dataclasses import replace
+
+    from wsi_prognosis.scoring.aggregate import resolve_patient_aggregation
+
     config = CalibrateConfig.from_cfg(cfg)
     bundle = load_bundle(config.bundle)
+    config = replace(config, patient_aggregation=resolve_patient_aggregation(bundle.aggregation, config.patient_aggregation))
     table, source = _tuning_table(config, bundle)
     fit = dict(config.fit)
     method = fit.pop("method", "quantile")

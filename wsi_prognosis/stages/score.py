@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,8 @@ class ScoreStageConfig:
 
         c = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(c, dict)
-        aggregation = str(c.get("patient_aggregation", "mean"))
-        if aggregation not in PATIENT_AGGREGATIONS:
+        aggregation = c.get("patient_aggregation")
+        if aggregation is not None and aggregation not in PATIENT_AGGREGATIONS:
             raise ConfigurationError(f"patient_aggregation={aggregation!r}: one of {list(PATIENT_AGGREGATIONS)}.")
         exports = dict(c.get("exports") or {})
         tiles = c.get("tiles")
@@ -97,6 +97,7 @@ def run(cfg: DictConfig):
     """Score the manifest; return the ScoreResult (tables are in out/)."""
     from wsi_prognosis.ensemble import load_bundle
     from wsi_prognosis.provenance import write_run_record
+    from wsi_prognosis.scoring.aggregate import resolve_patient_aggregation
     from wsi_prognosis.scoring.batch import score_manifest
     from wsi_prognosis.scoring.merge import load_score_manifest
 
@@ -105,14 +106,16 @@ def run(cfg: DictConfig):
     if bundle.thresholds is None:
         log.warning("bundle %s has no thresholds (not calibrated): risk_group stays empty. Fix: `wsi-prognosis calibrate`.", bundle.id)
     manifest = load_score_manifest(config.manifest, config.cohort)
-    result = score_manifest(bundle, manifest, config.out, config.options)
+    options = replace(config.options, patient_aggregation=resolve_patient_aggregation(
+        bundle.aggregation, config.options.patient_aggregation))
+    result = score_manifest(bundle, manifest, config.out, options)
     shard = config.options.shard
     stage = "score" if not shard.sharded else f"score.{shard.label}"
     inputs = {"bundle.json": config.bundle / "bundle.json"}
     if config.manifest.is_file():
         inputs["manifest"] = config.manifest
     write_run_record(config.out, stage, OmegaConf.to_container(cfg, resolve=True), inputs=inputs,
-                     extra=run_record_extra(bundle, config.manifest, config.cohort, config.options, result))
+                     extra=run_record_extra(bundle, config.manifest, config.cohort, options, result))
     failed = int((result.slides["status"] != "ok").sum())
     log.info("%s: %d slide(s), %d failed -> %s", stage, len(result.slides), failed, result.scores_csv)
     if shard.sharded:
