@@ -3,7 +3,6 @@ resumes to the same scores.csv, and shards merged equal one run."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,11 @@ def tissue_polygons(
 # GeoJSON
 
 
+def _object_id(*parts: object) -> str:
+    """A UUID, as QuPath (0.4+) gives every object; derived from the slide and tile so reruns match."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "wsi-prognosis/" + "/".join(map(str, parts))))
+
+
 def _square(x: float, y: float, side: float) -> list[list[list[float]]]:
     x1, y1 = round(x + side, 3), round(y + side, 3)
     return [[[float(x), float(y)], [x1, float(y)], [x1, y1], [float(x), y1], [float(x), float(y)]]]
@@ -116,7 +122,7 @@ def slide_geojson(
     if tissue:
         features.append({
             "type": "Feature",
-            "id": f"{slide_id}-tissue",
+            "id": _object_id(slide_id, "tissue"),
             "geometry": {"type": "MultiPolygon", "coordinates": tissue},
             "properties": {
                 "objectType": "annotation",
@@ -135,7 +141,7 @@ def slide_geojson(
                 measurements.update({f"member_{n}": round(float(v), 6) for n, v in zip(names, member_values[i])})
             features.append({
                 "type": "Feature",
-                "id": f"{slide_id}-{t.resolution}-{i}",
+                "id": _object_id(slide_id, t.resolution, i),
                 "geometry": {"type": "Polygon", "coordinates": _square(x, y, t.tile_l0_px)},
                 "properties": {
                     "objectType": "detection",
