@@ -88,9 +88,8 @@ def _tuning_table(config: CalibrateConfig, bundle: Any) -> tuple[pd.DataFrame, d
             raise ConfigurationError(f"scores={config.scores}: not found. Fix: a scores.csv from `wsi-prognosis score`.")
         table = pd.read_csv(config.scores, dtype={"patient_id": str, "slide_id": str, "cohort": str},
                             float_precision="round_trip")  # exact scores: thresholds refit identically
-        record = config.scores.parent / "run_score.json"
-        if record.is_file():
-            scored_with = json.loads(record.read_text()).get("bundle_id")
+        for record in (config.scores.parent / "run_score.json", config.scores.parent / "run_merge.json"):
+            scored_with = json.loads(record.read_text()).get("bundle_id") if record.is_file() else None
             if scored_with not in (None, bundle.id):
                 raise ConfigurationError(
                     f"{config.scores}: scored with bundle {scored_with}, not {bundle.id}. Fix: rescore with this bundle."
