@@ -91,7 +91,8 @@ class MilModule(pl.LightningModule):
             self.last_tune_scores = table.assign(score=scores).reset_index(drop=True)
         for key, name in METRIC_KEYS.items():
             value = metrics[key]
-            self.log(name, value if not math.isnan(value) else float("nan"), prog_bar=True, sync_dist=False)
+            # identical on every rank (gathered above); sync_dist only silences Lightning's DDP warning
+            self.log(name, value, prog_bar=True, sync_dist=self.trainer.world_size > 1)
         if not self.trainer.sanity_checking:
             self.history.append({"epoch": int(self.current_epoch), **{k: float(v) for k, v in metrics.items()}})
 
