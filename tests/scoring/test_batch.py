@@ -150,3 +150,19 @@ def test_a_folder_of_slides_instead_of_a_manifest(tmp_path, small_bundle, synth_
     assert len(scores) == len(list(folder.iterdir())) and (scores["status"] == "ok").all()
     assert (scores["cohort"] == "unassigned").all() and (scores["patient_id"] == scores["slide_id"]).all()
     np.testing.assert_allclose(scores["score"], ref.loc[scores["slide_id"], "score"], rtol=0, atol=1e-12)
+
+
+def test_batch_size_and_reader_workers_do_not_change_scores(tmp_path, small_bundle, synth_cohort, reference):
+    out = tmp_path / "out"
+    assert cli("score", f"bundle={small_bundle}", f"manifest={synth_cohort / 'manifest.csv'}", f"out={out}",
+               f"tiles={synth_cohort / 'tiles'}", "cohort=validation", "engine.batch_tiles=3", "engine.workers=2",
+               "engine.prefetch_batches=1", "exports.heatmap=false", "exports.geojson=false") == 0
+    got = read_scores(out).set_index("slide_id")
+    ref = read_scores(reference).set_index("slide_id").loc[got.index]
+    member_columns = [c for c in got.columns if c.startswith("member_")]
+    np.testing.assert_allclose(got[["score", *member_columns]], ref[["score", *member_columns]], rtol=1e-5, atol=1e-6)
+    for slide_id in got.index:
+        a, b = np.load(out / "slides" / f"{slide_id}.npz"), np.load(reference / "slides" / f"{slide_id}.npz")
+        for key in ("logits_10x", "logits_40x"):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(a["coords_40x"], b["coords_40x"])
