@@ -12,6 +12,7 @@ an error for that slide, never for the batch.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -185,6 +186,25 @@ class EngineStats:
         return self.tiles / self.seconds if self.seconds > 0 else 0.0
 
 
+def _check_shared_memory(jobs: Sequence[TileJob], config: EngineConfig) -> None:
+    """Warn when the batches in flight may not fit /dev/shm (worker processes hand tiles over there;
+    containers often mount a small one, and running out kills a worker)."""
+    if config.workers == 0 or not jobs:
+        return
+    tile_px = max(int(getattr(getattr(job.reader, "grid", None), "tile_px", 0)) for job in jobs)
+    need = config.workers * config.prefetch_batches * config.batch_tiles * tile_px * tile_px * 3
+    try:
+        free = shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return
+    if need > 0.8 * free:
+        log.warning(
+            "batches in flight need about %.1f GB of shared memory but /dev/shm has %.1f GB free. Fix: lower "
+            "engine.workers, engine.prefetch_batches or engine.batch_tiles (or run the container with a larger --shm-size).",
+            need / 1e9, free / 1e9,
+        )
+
+
 def run_jobs(
     jobs: Sequence[TileJob],
     runner: EnsembleRunner,
@@ -217,6 +237,7 @@ def run_jobs(
         prefetch_factor=config.prefetch_batches if config.workers > 0 else None,
         persistent_workers=False,
     )
+    _check_shared_memory(jobs, config)
     started = time.perf_counter()
     next_out = 0
 
