@@ -38,7 +38,9 @@ def tissue_tiles(path: str | Path, *, mpp_40x: float, mpp_10x: float, tile_px: i
 
     with openslide.OpenSlide(str(path)) as slide:
         base_mpp = float(slide.properties["openslide.mpp-x"])
-        level = slide.get_best_level_for_downsample(4.0 / base_mpp)  # ~4 µm/px overview
+        # an overview at ~4 µm/px, coarser for big slides (at most ~2,000 px across)
+        overview_mpp = max(4.0, max(slide.dimensions) * base_mpp / 2000.0)
+        level = slide.get_best_level_for_downsample(overview_mpp / base_mpp)
         thumb = np.asarray(slide.read_region((0, 0), level, slide.level_dimensions[level]).convert("RGB"))
         ds = slide.level_downsamples[level]
         rgb = thumb.astype(np.float32)
@@ -52,9 +54,10 @@ def tissue_tiles(path: str | Path, *, mpp_40x: float, mpp_10x: float, tile_px: i
         x0 = min(x0, max(slide.dimensions[0] - int(win_um / base_mpp), 0))
         y0 = min(y0, max(slide.dimensions[1] - int(win_um / base_mpp), 0))
         tile10 = _read(slide, x0, y0, win_um, mpp_10x, tile_px)
-        # the 40x tile: the window of the 10x tile with the most nuclei (dark pixels)
+        # the 40x tile: the window of the 10x tile with the most nuclei (red channel well below
+        # stroma and cytoplasm, so pale low-grade nuclei count too)
         small_um = tile_px * mpp_40x
-        dark = (tile10.astype(np.int16).max(-1) < 140).astype(np.float32)
+        dark = (tile10[..., 0] < 170).astype(np.float32)
         k = max(int(round(small_um / mpp_10x)), 1)
         density = ndimage.uniform_filter(dark, size=k, mode="constant")
         half = k // 2
