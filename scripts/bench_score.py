@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Scoring throughput: the whole engine (read + decode in workers + every member) vs the members alone.
 
-    .venv/bin/python scripts/bench_score.py                      # CPU: a slice of the slide, small members
+    .venv/bin/python scripts/bench_score.py                      # CPU: 272 tiles of the slide, small members
     .venv/bin/python scripts/bench_score.py --device cuda        # GPU: the whole slide, ten MobileNetV2 members
 
 1. Tiles the benchmark slide (scripts/bench_slide.py: 80,000 x 60,000 px at 0.25 µm/px, ~38 % tissue,
@@ -94,8 +94,10 @@ def main() -> None:
     parser.add_argument("--batch-tiles", type=int, default=None, help="default: 512 on CUDA, 64 on CPU")
     parser.add_argument("--workers", type=int, default=None, help="reader processes; default: min(8, cores-1) or 1 on 2 cores")
     parser.add_argument("--prefetch", type=int, default=4)
-    parser.add_argument("--max-tiles-40x", type=int, default=None, help="default: all on CUDA, 480 on CPU")
-    parser.add_argument("--max-tiles-10x", type=int, default=None, help="default: all on CUDA, 32 on CPU")
+    parser.add_argument("--max-tiles-40x", type=int, default=None, help="default: all on CUDA, 256 on CPU")
+    parser.add_argument("--max-tiles-10x", type=int, default=None, help="default: all on CUDA, 16 on CPU")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="alternate model-only and end-to-end passes this often; the best of each counts")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/wsi-bench/score"))
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
@@ -114,8 +116,8 @@ def main() -> None:
     cores = os.cpu_count() or 1
     workers = args.workers if args.workers is not None else (min(8, cores - 1) if cores > 2 else 1)
     batch = args.batch_tiles or (512 if cuda else 64)
-    limit40 = args.max_tiles_40x if args.max_tiles_40x is not None else (None if cuda else 480)
-    limit10 = args.max_tiles_10x if args.max_tiles_10x is not None else (None if cuda else 32)
+    limit40 = args.max_tiles_40x if args.max_tiles_40x is not None else (None if cuda else 256)
+    limit10 = args.max_tiles_10x if args.max_tiles_10x is not None else (None if cuda else 16)
     args.workdir.mkdir(parents=True, exist_ok=True)
 
     slide = args.slide
@@ -156,29 +158,38 @@ def main() -> None:
         runner.logits_on_device(res, torch.zeros((batch, args.tile_px, args.tile_px, 3), dtype=torch.uint8, device=runner.device))
     sync()
 
-    # model only: random uint8 batches already on the device
     rng = np.random.default_rng(0)
     on_device = torch.from_numpy(rng.integers(0, 256, (batch, args.tile_px, args.tile_px, 3), dtype=np.uint8)).to(runner.device)
-    sync()
-    started = time.perf_counter()
-    outputs = []
-    for res in resolutions:
-        remaining = len(coords[res])
-        while remaining > 0:
-            n = min(batch, remaining)
-            outputs.append(runner.logits_on_device(res, on_device[:n]))
-            remaining -= n
-    sync()
-    model_s = time.perf_counter() - started
-    del outputs
 
-    # end to end: the engine as `score` runs it
-    stats = EngineStats()
-    started = time.perf_counter()
-    results = list(run_jobs(jobs, runner, config, stats=stats))
-    e2e_s = time.perf_counter() - started
-    assert not results[0].error, results[0].error
-    assert sum(v.shape[1] for v in results[0].logits.values()) == n_tiles
+    def model_only() -> float:
+        """Random uint8 batches already on the device, the same tiles per resolution."""
+        sync()
+        started = time.perf_counter()
+        outputs = []
+        for res in resolutions:
+            remaining = len(coords[res])
+            while remaining > 0:
+                n = min(batch, remaining)
+                outputs.append(runner.logits_on_device(res, on_device[:n]))
+                remaining -= n
+        sync()
+        return time.perf_counter() - started
+
+    def end_to_end() -> float:
+        """The engine as `score` runs it: reader workers, pinned memory, every member."""
+        started = time.perf_counter()
+        results = list(run_jobs(jobs, runner, config, stats=EngineStats()))
+        seconds = time.perf_counter() - started
+        assert not results[0].error, results[0].error
+        assert sum(v.shape[1] for v in results[0].logits.values()) == n_tiles
+        return seconds
+
+    # alternate the two so that a busy (shared) machine slows both alike; keep the best of each
+    model_runs, e2e_runs = [], []
+    for _ in range(max(1, args.repeats)):
+        model_runs.append(model_only())
+        e2e_runs.append(end_to_end())
+    model_s, e2e_s = min(model_runs), min(e2e_runs)
 
     model_rate, e2e_rate = n_tiles / model_s, n_tiles / e2e_s
     device_name = torch.cuda.get_device_name(runner.device) if cuda else platform.processor() or platform.machine()
@@ -188,7 +199,8 @@ def main() -> None:
         "tile_px": args.tile_px, "batch_tiles": batch, "workers": workers, "bf16": runner.bf16,
         "channels_last": runner.channels_last, "slide": str(slide), "slide_tiles": n_slide,
         "tiles": {r: len(coords[r]) for r in resolutions}, "model_only_s": round(model_s, 3),
-        "end_to_end_s": round(e2e_s, 3), "model_only_tiles_per_s": round(model_rate, 1),
+        "end_to_end_s": round(e2e_s, 3), "model_only_runs_s": [round(v, 3) for v in model_runs],
+        "end_to_end_runs_s": [round(v, 3) for v in e2e_runs], "model_only_tiles_per_s": round(model_rate, 1),
         "end_to_end_tiles_per_s": round(e2e_rate, 1), "ratio": round(e2e_rate / model_rate, 3),
         "whole_slide_s_estimate": round(sum(n_slide.values()) / e2e_rate, 1),
     }
@@ -196,8 +208,8 @@ def main() -> None:
     print(f"bundle           {bundle.id}: {figures['members']} x {arch} at {args.tile_px} px, batch {batch}, "
           f"{workers} reader worker(s), bf16={runner.bf16}, channels_last={runner.channels_last}")
     print(f"tiles            {figures['tiles']} of the slide's {n_slide}")
-    print(f"model only       {model_rate:10.1f} tiles/s ({model_s:.2f} s)")
-    print(f"end to end       {e2e_rate:10.1f} tiles/s ({e2e_s:.2f} s)")
+    print(f"model only       {model_rate:10.1f} tiles/s (best of {figures['model_only_runs_s']} s)")
+    print(f"end to end       {e2e_rate:10.1f} tiles/s (best of {figures['end_to_end_runs_s']} s)")
     print(f"ratio            {figures['ratio']:.3f}  (target >= 0.8)")
     print(f"whole slide      {figures['whole_slide_s_estimate']:.1f} s at the end-to-end rate ({sum(n_slide.values())} tiles)")
     if args.json:
