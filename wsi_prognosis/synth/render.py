@@ -29,7 +29,7 @@ E_OD = np.array([0.05, 0.86, 0.52], np.float32)
 GLASS_OD = np.array([0.055, 0.052, 0.06], np.float32)
 GLASS_RGB = tuple(int(v) for v in np.clip(255.0 * np.exp(-GLASS_OD) + 0.5, 0, 255))  # (241, 242, 240)
 # mean transmittance (R, G, B) of tissue that the colour balance resets every slide to (x jitter)
-TARGET_TISSUE_TRANSMITTANCE = np.array([0.79, 0.575, 0.765], np.float32)
+TARGET_TISSUE_TRANSMITTANCE = np.array([0.80, 0.61, 0.745], np.float32)
 
 BACKGROUND = 0
 STROMA = 1
@@ -390,10 +390,10 @@ def render_field(spec: FieldSpec, rng: np.random.Generator) -> FieldResult:
     fibre, direction = crop_many([bank["fibre"], bank["fibre_direction"]], rng, (h, w))
     # concentrations by class: base * (1 + fibre/blotch/grain modulation), via per-class tables
     #                 bg    stroma  epi   lumen  bud
-    ce_base = np.array([0.0, 0.36, 0.34, 0.05, 0.34], np.float32)[label]
-    ch_base = np.array([0.0, 0.05, 0.14, 0.012, 0.14], np.float32)[label]
+    ce_base = np.array([0.0, 0.36, 0.34, 0.20, 0.34], np.float32)[label]
+    ch_base = np.array([0.0, 0.05, 0.14, 0.035, 0.14], np.float32)[label]
     fib_k = np.array([0.0, 0.22, 0.0, 0.0, 0.0], np.float32)[label]
-    blo_k = np.array([0.0, 0.10, 0.10, 0.6, 0.10], np.float32)[label]
+    blo_k = np.array([0.0, 0.10, 0.10, 0.25, 0.10], np.float32)[label]
     gra_k = np.array([0.0, 0.0, 0.10, 0.0, 0.10], np.float32)[label]
     ce = ce_base * (1.0 + fib_k * fibre + blo_k * blotch + gra_k * grain)
     ch = ch_base * (1.0 + 0.3 * (label == STROMA) * blotch + 1.5 * gra_k * grain)
