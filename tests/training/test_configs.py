@@ -35,7 +35,7 @@ def test_train_config_composes(extra):
     assert config.resume is True and config.resolution == "10x"
     assert config.member.startswith("10x_") and str(config.member_dir).startswith("runs/")
     if "experiment=demo" in extra:
-        assert config.model.arch == "test_efficientnet" and config.trainer.max_epochs <= 10
+        assert config.model.arch == "test_efficientnet_gn" and config.trainer.max_epochs <= 10
     else:
         assert config.model.arch == "mobilenetv2_100" and config.model.pretrained_path is None
     if extra and "submitit_slurm" in extra[0]:

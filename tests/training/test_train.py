@@ -29,7 +29,10 @@ from conftest import FAST, REPO, run_cli, train_args
 from wsi_prognosis.cli import main
 from wsi_prognosis.models.metrics import c_index
 
-LEARN = ["trainer.max_epochs=6", "data.bags_per_slide=4", "trainer.early_stopping_patience=0"]
+# synth's training cohort counts a cancer death after 6 years as "good" (DoMore's "> 6 years
+# cancer-specific survival" read literally); the label option keeps those patients in training
+LEARN = ["trainer.max_epochs=8", "data.bags_per_slide=2", "model.optim.lr=0.001", "trainer.early_stopping_patience=0",
+         "labels.good_allows_later_event=true"]
 
 
 def member_dirs(out: Path) -> list[Path]:
@@ -72,7 +75,7 @@ def test_fixed_seed_same_weights(cohort_10x, tmp_path):
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     member = member_dirs(tmp_path / "a")[0]
-    assert member.name == "10x_test_efficientnet_s3_experiment-demo_trainer.max_epochs-1"
+    assert member.name.startswith("10x_test_efficientnet_gn_s3_") and "trainer.max_epochs-1" in member.name
     record = json.loads((member / "member.json").read_text())
     assert record["preprocessing"]["tile_px"] == 64 and record["preprocessing"]["mpp"] == 1.0
     assert record["tile_spec"]["resolutions"]["40x"] == {"mpp": 0.25, "tile_px": 64}
