@@ -4,6 +4,7 @@ resumes to the same scores.csv, and shards merged equal one run."""
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import shutil
 import signal
@@ -18,6 +19,8 @@ import pytest
 
 from conftest import FAST_ENGINE, cli, read_scores
 from wsi_prognosis.cohort import read_manifest
+from wsi_prognosis.ensemble import load_bundle
+from wsi_prognosis.slides import TileReader
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +169,34 @@ def test_batch_size_and_reader_workers_do_not_change_scores(tmp_path, small_bund
         for key in ("logits_10x", "logits_40x"):
             np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-4)
         np.testing.assert_array_equal(a["coords_40x"], b["coords_40x"])
+
+
+class CrashingReader(TileReader):
+    """A TileReader whose worker process dies on one slide, as a crashing decoder would."""
+
+    crash_on = ""
+
+    def read(self, coords):
+        if self.slide_path.name == CrashingReader.crash_on and mp.parent_process() is not None:
+            os._exit(1)
+        return super().read(coords)
+
+
+def test_a_reader_process_that_dies_fails_only_its_slide(tmp_path, small_bundle, synth_cohort, reference, monkeypatch):
+    from wsi_prognosis.scoring.batch import ScoreOptions, score_manifest
+    from wsi_prognosis.scoring.engine import EngineConfig
+
+    manifest = read_manifest(synth_cohort / "manifest.csv")
+    manifest = manifest[manifest["cohort"] == "validation"].reset_index(drop=True)
+    victim = manifest["slide_id"].iloc[1]
+    CrashingReader.crash_on = Path(manifest["path"].iloc[1]).name
+    monkeypatch.setattr("wsi_prognosis.slides.TileReader", CrashingReader)
+    options = ScoreOptions(tiles=synth_cohort / "tiles", engine=EngineConfig(device="cpu", workers=1, batch_tiles=8),
+                           heatmap=False, geojson=False)
+    result = score_manifest(load_bundle(small_bundle), manifest, tmp_path / "out", options)
+    scores = result.slides.set_index("slide_id")
+    assert scores.loc[victim, "status"] == "failed" and "reader process" in scores.loc[victim, "error"]
+    others = scores.drop(victim)
+    assert (others["status"] == "ok").all()
+    ref = read_scores(reference).set_index("slide_id").loc[others.index]
+    np.testing.assert_allclose(others["score"], ref["score"], rtol=1e-6)

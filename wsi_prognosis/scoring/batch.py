@@ -215,6 +215,12 @@ def _finish_and_record(
     return str(record["status"])
 
 
+def _record_failure(plan: _Plan, bundle: Any, out: Path, message: str) -> str:
+    log.warning("%s: failed: %s", plan.row["slide_id"], message)
+    records.write_record(out, _failed(plan.row, plan.key, bundle.id, message))
+    return "failed"
+
+
 def _write_exports(plan: _Plan, tiles: Sequence[Any], score: float, out: Path, options: ScoreOptions) -> tuple[dict[str, str], str]:
     """Heatmap PNG and GeoJSON; a failure here is logged and recorded, the score still counts."""
     from wsi_prognosis.scoring import exports as ex
@@ -319,17 +325,33 @@ def score_manifest(bundle: Any, manifest: pd.DataFrame, out: str | Path, options
         started = time.perf_counter()
         # pooling, exports and the record of a finished slide run in a thread, beside the engine
         finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-finish")
-        pending: list[Future[str]] = []
+        pending: dict[str, Future[str]] = {}
+
+        def run(subset: list[_Plan]) -> None:
+            subset_jobs = [job for job in jobs if job.slide_key in {p.row["slide_id"] for p in subset}]
+            for done in run_jobs(subset_jobs, runner, options.engine, progress=bar.update, stats=result.stats):
+                pending[done.slide_key] = finisher.submit(
+                    _finish_and_record, by_id[done.slide_key], done, bundle, out, options, names_by_res)
+                bar.set_postfix(slides=f"{len(pending)}/{len(plans)}", refresh=False)
+
         try:
-            for done in run_jobs(jobs, runner, options.engine, progress=bar.update, stats=result.stats):
-                pending.append(finisher.submit(_finish_and_record, by_id[done.slide_key], done, bundle, out, options,
-                                               names_by_res))
-                finished = sum(f.done() for f in pending)
-                bar.set_postfix(slides=f"{finished}/{len(plans)}", refresh=False)
+            try:
+                run(plans)
+            except (RuntimeError, OSError) as exc:
+                # a reader process died (e.g. a decoder crashed on one slide): score the rest one slide at a
+                # time, so the slide that kills its reader becomes a failed row and the batch goes on
+                log.error("the tile reader pipeline stopped (%s); scoring the remaining slides one by one", exc)
+                for plan in [p for p in plans if p.row["slide_id"] not in pending]:
+                    try:
+                        run([plan])
+                    except (RuntimeError, OSError) as slide_exc:
+                        message = f"{plan.row['path']}: reading its tiles stopped the reader process ({slide_exc})"
+                        pending[plan.row["slide_id"]] = finisher.submit(
+                            _record_failure, plan, bundle, out, message)
         finally:
             finisher.shutdown(wait=True)  # slides the engine finished are recorded even on interrupt
             bar.close()
-        statuses = [f.result() for f in pending]
+        statuses = [f.result() for f in pending.values()]
         result.n_scored += statuses.count("ok")
         result.n_failed += len(statuses) - statuses.count("ok")
         log.info("scored %d tiles in %.1f s (%.0f tiles/s end to end)", result.stats.tiles,
