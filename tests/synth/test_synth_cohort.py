@@ -120,3 +120,17 @@ def test_validation_at_20x(tmp_path: Path) -> None:
             assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(expected)
     # about half the pixels across for the same field of view (sizes jitter by +-8 %)
     assert 0.4 < sizes["validation"][0] / sizes["training"][0] < 0.6
+
+
+def test_cli_stage(tmp_path: Path) -> None:
+    """`wsi-prognosis synth out=DIR preset=tiny seed=N ...` end to end, and a clear error exit."""
+    from wsi_prognosis.cli import main
+
+    out = tmp_path / "cli"
+    status = main(["synth", f"out={out}", "preset=tiny", "seed=3", "n_training=1", "n_tuning=1",
+                   "n_validation=1", "workers=1"])
+    assert status == 0
+    manifest = read_manifest(out / "manifest.csv")
+    assert len(manifest) == 4 and (out / "gallery.png").is_file()
+    assert json.loads((out / "run_synth.json").read_text())["seed"] == 3
+    assert main(["synth", f"out={tmp_path / 'bad'}", "preset=tiny", "followup_max_years=-1"]) == 2
