@@ -80,3 +80,19 @@ def test_tables_are_deterministic() -> None:
         assert a[cohort].equals(b[cohort])
     c = simulate_cohort_tables(SynthConfig.preset("tiny", seed=10))
     assert not np.allclose(a["tuning"]["risk"], c["tuning"]["risk"])
+
+
+def test_slide_plan_ids_and_blocks(tmp_path) -> None:  # noqa: ANN001
+    """Several slides per patient: unique ids and seeds; test slides are other blocks than training's."""
+    from wsi_prognosis.synth.cohort import plan_slides
+
+    config = SynthConfig.preset("tiny", seed=1, slides_per_patient=2)
+    jobs = plan_slides(config, tmp_path, simulate_cohort_tables(config))
+    assert len(jobs) == 2 * (6 + 6 + 6 + 6)
+    assert len({j.slide_id for j in jobs}) == len(jobs)
+    assert len({j.entropy for j in jobs}) == len(jobs)
+    assert len({j.path for j in jobs}) == len(jobs)
+    blocks = {c: {j.slide_id.rsplit("-", 1)[1] for j in jobs if j.cohort == c} for c in ("training", "test")}
+    assert blocks == {"training": {"1", "3"}, "test": {"2", "4"}}
+    validation = [j for j in jobs if j.cohort == "validation"]
+    assert all(j.flavour == "svs" and j.path.suffix == ".svs" and j.stain_scale == 1.15 for j in validation)
