@@ -99,3 +99,15 @@ def test_survival_method_and_refusals(calibrated, small_bundle, synth_cohort, tm
     assert cli("calibrate", f"bundle={small_bundle}", f"scores={scores}", f"out={small_bundle}") == 2
     assert cli("calibrate", f"bundle={small_bundle}", f"scores={scores}", f"out={tmp_path / 'x'}",
                "calibration.method=survival") == 2
+
+
+def test_rescoring_with_the_calibrated_bundle_reuses_finished_slides(calibrated, small_bundle, synth_cohort):
+    out, _ = calibrated
+    scoring = out / "calibration" / "scoring"  # scored with the uncalibrated bundle during calibrate
+    stamps = {p.name: p.stat().st_mtime_ns for p in (scoring / "slides").glob("*.json")}
+    assert cli("score", f"bundle={out}", f"manifest={synth_cohort / 'manifest.csv'}", f"tiles={synth_cohort / 'tiles'}",
+               f"out={scoring}", "cohort=tuning", *FAST_ENGINE) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (scoring / "slides").glob("*.json")} == stamps
+    scores = read_scores(scoring)
+    bundle = load_bundle(out)
+    assert scores["risk_group"].tolist() == [assign_risk_group(s, bundle.thresholds) for s in scores["score"]]

@@ -275,10 +275,11 @@ def score_manifest(bundle: Any, manifest: pd.DataFrame, out: str | Path, options
     own_tiles = out / "tiles"
     result = ScoreResult(slides=pd.DataFrame(), patients=None, scores_csv=scores_csv_path(out, options.shard))
 
-    # 1. skip finished slides
+    # 1. skip finished slides (same models, slide file, MPP and tile store; thresholds do not matter)
     todo: list[tuple[dict[str, Any], str]] = []
+    models = records.model_key(bundle)
     for row in rows:
-        key = records.job_key(bundle.id, row["path"], _clean_mpp(row.get("mpp")), None if user_tiles is None else str(user_tiles))
+        key = records.job_key(models, row["path"], _clean_mpp(row.get("mpp")), None if user_tiles is None else str(user_tiles))
         rec = records.read_record(out, row["slide_id"])
         if rec is not None and rec.get("key") == key and (rec["status"] == "ok" or not options.retry_failed):
             result.n_skipped += 1

@@ -32,15 +32,27 @@ def tile_scores_path(out: Path, slide_id: str) -> Path:
     return slides_dir(out) / f"{slide_id}.npz"
 
 
-def job_key(bundle_id: str, path: str, mpp: float | None, tile_store: str | None) -> str:
-    """What a slide's result depends on: bundle, slide file (path, size, mtime), manifest MPP, tile store."""
+def model_key(bundle: Any) -> str:
+    """What the scores depend on in a bundle: members (weights hashes, preprocessing, pooling) and tile spec.
+
+    Not the thresholds: risk groups are applied when the tables are built, so scoring again with the
+    calibrated bundle reuses every finished slide.
+    """
+    members = [[m.name, m.resolution, m.arch, m.sha256, m.preprocessing, m.pooling] for m in bundle.members]
+    payload = json.dumps([members, bundle.tile_spec], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def job_key(model: str, path: str, mpp: float | None, tile_store: str | None) -> str:
+    """What a slide's result depends on: the models (`model_key`), slide file (path, size, mtime),
+    manifest MPP, tile store."""
     try:
         st = os.stat(path)
         stamp: list[Any] = [st.st_size, st.st_mtime_ns]
     except OSError:
         stamp = [None, None]
     mpp_value = None if mpp is None or (isinstance(mpp, float) and np.isnan(mpp)) else float(mpp)
-    payload = json.dumps([RECORD_VERSION, bundle_id, str(path), *stamp, mpp_value, tile_store], default=str)
+    payload = json.dumps([RECORD_VERSION, model, str(path), *stamp, mpp_value, tile_store], default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 

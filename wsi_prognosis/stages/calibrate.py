@@ -82,6 +82,7 @@ def _tuning_table(config: CalibrateConfig, bundle: Any) -> tuple[pd.DataFrame, d
     """The tuning cohort's scores at the configured level, and the inputs they came from."""
     from wsi_prognosis.provenance import file_sha256
     from wsi_prognosis.scoring.aggregate import patient_table
+    from wsi_prognosis.scoring.records import model_key
 
     if config.scores is not None:
         if not config.scores.is_file():
@@ -89,10 +90,12 @@ def _tuning_table(config: CalibrateConfig, bundle: Any) -> tuple[pd.DataFrame, d
         table = pd.read_csv(config.scores, dtype={"patient_id": str, "slide_id": str, "cohort": str},
                             float_precision="round_trip")  # exact scores: thresholds refit identically
         for record in (config.scores.parent / "run_score.json", config.scores.parent / "run_merge.json"):
-            scored_with = json.loads(record.read_text()).get("bundle_id") if record.is_file() else None
-            if scored_with not in (None, bundle.id):
+            run = json.loads(record.read_text()) if record.is_file() else {}
+            same = (run.get("model_key") == model_key(bundle)) if "model_key" in run else run.get("bundle_id") in (None, bundle.id)
+            if not same:  # the same members under another bundle id (e.g. a calibrated copy) are fine
                 raise ConfigurationError(
-                    f"{config.scores}: scored with bundle {scored_with}, not {bundle.id}. Fix: rescore with this bundle."
+                    f"{config.scores}: scored with bundle {run.get('bundle_id')}, whose members differ from bundle "
+                    f"{bundle.id}. Fix: rescore with this bundle."
                 )
         source = {"scores": str(config.scores), "scores_sha256": file_sha256(config.scores)}
     else:

@@ -81,9 +81,11 @@ class ScoreStageConfig:
 def run_record_extra(bundle: Any, manifest: Path, cohort: str | None, options: Any, result: Any) -> dict[str, Any]:
     """What `merge` and readers of the run record need besides the resolved config."""
     from wsi_prognosis.provenance import file_sha256
+    from wsi_prognosis.scoring.records import model_key
 
     return {
-        "bundle_id": bundle.id, "bundle_dir": str(bundle.dir), "thresholds": bundle.thresholds,
+        "bundle_id": bundle.id, "model_key": model_key(bundle), "bundle_dir": str(bundle.dir),
+        "thresholds": bundle.thresholds,
         "members": [m.name for m in bundle.members], "patient_aggregation": options.patient_aggregation,
         "manifest": str(manifest.resolve()), "manifest_sha256": file_sha256(manifest) if manifest.is_file() else None,
         "cohort": cohort, "shard": str(options.shard), "device": str(options.engine.torch_device()),
