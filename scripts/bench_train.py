@@ -46,7 +46,7 @@ def make_cohort(workdir: Path) -> dict[str, Path]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", type=Path, default=REPO / "bench_out" / "train_cohort")
-    parser.add_argument("--arch", default="test_efficientnet")
+    parser.add_argument("--arch", default="test_efficientnet_gn")
     parser.add_argument("--resolution", default="40x")
     parser.add_argument("--bag-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=4)

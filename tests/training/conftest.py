@@ -40,20 +40,21 @@ def make_tiled_cohort(out: Path, **overrides) -> dict[str, Path]:
 # outcome follows the latent risk more tightly than the demo (hazard ratio e^3 per SD instead of
 # e^1.4): with 40 tuning patients the default leaves even the true risk (oracle C ~0.69-0.74) near
 # the permutation bound; at e^3 the oracle C is ~0.85, so a member that learns the morphology
-# can clear the bound while one that learns nothing cannot.
+# can clear the bound while one that learns nothing cannot. The scale that carries the signal has
+# strength 2 (morphology changes twice as fast with the risk), so 32 training slides suffice.
 COHORT = {"n_training": 32, "n_tuning": 40, "log_hr_per_sd": 3.0}
 
 
 @pytest.fixture(scope="session")
 def cohort_10x(tmp_path_factory) -> dict[str, Path]:
     """Signal at 10x only (strength_40x=0: nuclei are independent of the risk)."""
-    return make_tiled_cohort(tmp_path_factory.mktemp("cohort_10x"), strength_40x=0.0, **COHORT)
+    return make_tiled_cohort(tmp_path_factory.mktemp("cohort_10x"), strength_40x=0.0, strength_10x=2.0, **COHORT)
 
 
 @pytest.fixture(scope="session")
 def cohort_40x(tmp_path_factory) -> dict[str, Path]:
     """Signal at 40x only (strength_10x=0: architecture is independent of the risk)."""
-    return make_tiled_cohort(tmp_path_factory.mktemp("cohort_40x"), strength_10x=0.0, **COHORT)
+    return make_tiled_cohort(tmp_path_factory.mktemp("cohort_40x"), strength_10x=0.0, strength_40x=2.0, **COHORT)
 
 
 def train_args(cohort: dict[str, Path], out: Path, *extra: str) -> list[str]:

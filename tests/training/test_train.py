@@ -31,7 +31,7 @@ from wsi_prognosis.models.metrics import c_index
 
 # synth's training cohort counts a cancer death after 6 years as "good" (DoMore's "> 6 years
 # cancer-specific survival" read literally); the label option keeps those patients in training
-LEARN = ["trainer.max_epochs=8", "data.bags_per_slide=2", "model.optim.lr=0.001", "trainer.early_stopping_patience=0",
+LEARN = ["trainer.max_epochs=6", "data.bags_per_slide=2", "model.optim.lr=0.001", "trainer.early_stopping_patience=0",
          "labels.good_allows_later_event=true"]
 
 
