@@ -90,8 +90,6 @@ class EnsembleRunner:
         self.cuda = self.device.type == "cuda"
         self.bf16 = config.bf16 and self.cuda
         self.channels_last = config.channels_last
-        if self.cuda:
-            torch.backends.cudnn.benchmark = True  # fixed tile shapes: pick the fastest kernels once
         self.by_resolution: dict[str, list[LoadedMember]] = {}
         self._norm: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for m in members:
