@@ -86,24 +86,30 @@ class DirectLevel:
         """
         if out is None:
             out = np.empty((h, w, 3), np.uint8)
+        tile_w, tile_h, width, height = self.tile_w, self.tile_h, self.width, self.height
         x_end, y_end = x + w, y + h
-        if x < 0 or y < 0 or x_end > self.width or y_end > self.height:
+        if x < 0 or y < 0 or x_end > width or y_end > height:
             out.fill(255)
-        for ty in range(max(y, 0) // self.tile_h, (min(y_end, self.height) - 1) // self.tile_h + 1):
-            top = ty * self.tile_h
-            y0, y1 = max(y, top, 0), min(y_end, top + self.tile_h, self.height)
-            if y0 >= y1:
-                continue
-            for tx in range(max(x, 0) // self.tile_w, (min(x_end, self.width) - 1) // self.tile_w + 1):
-                left = tx * self.tile_w
-                x0, x1 = max(x, left, 0), min(x_end, left + self.tile_w, self.width)
-                if x0 >= x1:
-                    continue
-                tile = self._tile(ty * self.tiles_across + tx)
+        cx0, cx1 = max(x, 0), min(x_end, width)
+        cy0, cy1 = max(y, 0), min(y_end, height)
+        cache, get_tile, across = self._cache, self._tile, self.tiles_across
+        top = cy0 - cy0 % tile_h
+        while top < cy1:
+            y0, y1 = max(cy0, top), min(cy1, top + tile_h)
+            row = (top // tile_h) * across
+            left = cx0 - cx0 % tile_w
+            while left < cx1:
+                x0, x1 = max(cx0, left), min(cx1, left + tile_w)
+                index = row + left // tile_w
+                tile = cache.get(index)
+                if tile is None:
+                    tile = get_tile(index)
+                else:
+                    cache.move_to_end(index)
                 out[y0 - y : y1 - y, x0 - x : x1 - x] = tile[y0 - top : y1 - top, x0 - left : x1 - left]
+                left += tile_w
+            top += tile_h
         return out
-
-
 
 
 def open_direct_level(path: Path, handle, level: int, cache_mb: float = DEFAULT_CACHE_MB) -> DirectLevel | None:
