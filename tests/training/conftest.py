@@ -62,7 +62,7 @@ def train_args(cohort: dict[str, Path], out: Path, *extra: str) -> list[str]:
             f"out={out}", *FAST, *extra]
 
 
-def run_cli(args: list[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
     """`wsi-prognosis ARGS` in a fresh process (what users run), output captured."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     return subprocess.run([sys.executable, "-m", "wsi_prognosis.cli", *args], cwd=REPO, env=env, capture_output=True,

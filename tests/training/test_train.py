@@ -91,7 +91,7 @@ def test_kill_and_resume(cohort_10x, tmp_path):
     args = train_args(cohort_10x, tmp_path, "resolution=10x", "trainer.max_epochs=4", "trainer.early_stopping_patience=0")
     env_cmd = [sys.executable, "-m", "wsi_prognosis.cli", *args]
     process = subprocess.Popen(env_cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 600
     last = None
     try:
         while time.monotonic() < deadline and process.poll() is None:
