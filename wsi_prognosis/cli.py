@@ -68,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(2) from exc
 
     saved_argv = sys.argv
-    sys.argv = [f"wsi-prognosis-{stage}", *args[1:], f"hydra.job.name={stage}"]
+    # hydra.job.name first: Hydra parses overrides as one positional list before flags like --cfg
+    sys.argv = [f"wsi-prognosis-{stage}", f"hydra.job.name={stage}", *args[1:]]
     try:
         hydra.main(config_path="configs", config_name=stage, version_base="1.3")(task)()
     except SystemExit as exit_:

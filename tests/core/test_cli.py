@@ -41,3 +41,14 @@ def test_console_script_help_runs_in_a_fresh_process() -> None:
         [sys.executable, "-m", "wsi_prognosis.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "Stages:" in result.stdout
+
+
+def test_cfg_job_prints_the_composed_config_without_running(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wsi_prognosis.cli", "analyze", f"scores={tmp_path}/s.csv",
+         f"clinical={tmp_path}/c.csv", f"out={tmp_path}/out", "--cfg", "job"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"scores: {tmp_path}/s.csv" in result.stdout
+    assert not (tmp_path / "out").exists(), "--cfg job must not run the stage"
