@@ -257,8 +257,14 @@ def finish_member(member_dir: Path, config: "TrainConfig", monitor: str, extra: 
         raise TrainingError(f"{member_dir}: training ended without a checkpoint. Fix: check the log and rerun.")
     checkpoint = torch.load(source, map_location="cpu", weights_only=False)
     history = list(checkpoint.get("wsi_history", []))
-    last = torch.load(member_dir / "last.ckpt", map_location="cpu", weights_only=False) if (member_dir / "last.ckpt").is_file() else checkpoint
-    history = list(last.get("wsi_history", history))
+    if (member_dir / "last.ckpt").is_file():
+        history = list(torch.load(member_dir / "last.ckpt", map_location="cpu", weights_only=False).get("wsi_history", history))
+    try:  # MetricsWriter rewrites metrics.json after every tuning epoch (rank 0): the most complete history
+        written = json.loads((member_dir / METRICS_FILE).read_text()).get("epochs") or []
+    except (OSError, ValueError):
+        written = []
+    if len(written) > len(history):
+        history = [{k: (float("nan") if v is None else v) for k, v in row.items()} for row in written]
     state = {k[len("backbone."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.")}
     with atomic_path(member_dir / BEST_WEIGHTS) as tmp:
         torch.save(state, tmp)
