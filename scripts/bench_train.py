@@ -35,7 +35,7 @@ def load_text() -> str:
 
 
 def make_cohort(workdir: Path) -> dict[str, Path]:
-    from conftest import make_tiled_cohort  # the tests' tiny cohort recipe
+    from training_helpers import make_tiled_cohort  # the tests' tiny cohort recipe
 
     if (workdir / "tiles" / "summary.csv").is_file():
         return {"dir": workdir, "manifest": workdir / "manifest.csv", "clinical": workdir / "clinical.csv",

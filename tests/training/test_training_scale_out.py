@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli, train_args
+from training_helpers import run_cli, train_args
 from wsi_prognosis.ensemble import load_bundle, member_slide_score
 from wsi_prognosis.slides import TileReader
 from wsi_prognosis.tiling import open_tile_store, tile_store_path

@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import FAST, REPO, run_cli, train_args
+from training_helpers import FAST, REPO, run_cli, train_args
 from wsi_prognosis.cli import main
 from wsi_prognosis.models.metrics import c_index
 
