@@ -145,9 +145,10 @@ def test_missing_tiles_file_is_a_clear_error(cohort_10x, tmp_path, capsys):
 
 def test_changed_slide_is_a_clear_error(cohort_10x, tmp_path, capsys):
     cohort = _copy_cohort(cohort_10x, tmp_path)
-    slide = _first_training_slide(cohort)
-    with open(cohort["dir"] / slide.path, "ab") as handle:  # the slide file changed after tiling
-        handle.write(b"\0" * 1024)
+    manifest = pd.read_csv(cohort["manifest"])
+    slide, other = manifest[manifest["cohort"] == "training"].iloc[:2].itertuples()
+    # the file was replaced after tiling (rescanned, or another slide under its name)
+    shutil.copyfile(cohort["dir"] / other.path, cohort["dir"] / slide.path)
     assert main(train_args(cohort, tmp_path / "runs", "trainer.max_epochs=1")) == 2
     err = capsys.readouterr().err
     assert "changed since it was tiled" in err and slide.slide_id in err
