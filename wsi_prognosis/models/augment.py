@@ -19,7 +19,7 @@ from skimage.color import hed_from_rgb, rgb_from_hed
 _LOG_ADJUST = np.log(1e-6)
 _OD_LUT = (np.log(np.maximum(np.arange(256) / 255.0, 1e-6)) / _LOG_ADJUST).astype(np.float32)
 _HED_FROM_RGB = hed_from_rgb.astype(np.float32)
-_RGB_FROM_HED = rgb_from_hed.astype(np.float32)
+_RGB_FROM_HED_LOG = (rgb_from_hed * _LOG_ADJUST).astype(np.float32)  # log adjustment folded in
 
 
 def hed_jitter(tiles: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -27,10 +27,12 @@ def hed_jitter(tiles: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.nda
 
     alpha, beta : (N, 1, 1, 3) per-tile scale and shift of the haematoxylin, eosin and DAB channels.
     """
-    stains = _OD_LUT[tiles] @ _HED_FROM_RGB
+    n = len(tiles)
+    stains = np.matmul(_OD_LUT[tiles].reshape(n, -1, 3), _HED_FROM_RGB)  # batched (N, H*W, 3)
     np.maximum(stains, 0, out=stains)
-    stains = stains * alpha.astype(np.float32) + beta.astype(np.float32)
-    rgb = np.exp((stains * _LOG_ADJUST) @ _RGB_FROM_HED)
+    stains *= alpha.astype(np.float32).reshape(n, 1, 3)
+    stains += beta.astype(np.float32).reshape(n, 1, 3)
+    rgb = np.exp(np.matmul(stains, _RGB_FROM_HED_LOG), out=stains).reshape(tiles.shape)
     return np.clip(rgb, 0.0, 1.0, out=rgb)
 
 
