@@ -31,7 +31,7 @@ from wsi_prognosis.models.metrics import c_index
 
 # synth's training cohort counts a cancer death after 6 years as "good" (DoMore's "> 6 years
 # cancer-specific survival" read literally); the label option keeps those patients in training
-LEARN = ["trainer.max_epochs=6", "data.bags_per_slide=2", "model.optim.lr=0.001", "trainer.early_stopping_patience=0",
+LEARN = ["trainer.max_epochs=8", "data.bags_per_slide=8", "model.optim.lr=0.001", "trainer.early_stopping_patience=0",
          "labels.good_allows_later_event=true"]
 
 
@@ -47,11 +47,12 @@ def permutation_bound(scores: pd.DataFrame, n_tests: int, n_perm: int = 2000, al
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "UNFINISHED: on 32 tiny training slides the tiny from-scratch member memorises the training "
-    "slides (train AUC 0.85-1.0 in eval mode) and its tuning C-index stayed at 0.49-0.70 in the runs "
-    "made so far, not reliably above the bound; see the training report. The check itself is final."))
-@pytest.mark.parametrize("resolution", ["10x", "40x"])
+@pytest.mark.parametrize("resolution", [
+    pytest.param("10x", marks=pytest.mark.xfail(strict=False, reason=(
+        "UNFINISHED: tiny slides hold ~7 10x tiles each; the 10x member reached a best tuning C-index "
+        "of 0.669 against a bound of ~0.67-0.68 (40x: 0.76) - needs larger slides or a larger cohort"))),
+    "40x",
+])
 def test_each_resolution_learns_its_scale(resolution, cohort_10x, cohort_40x, tmp_path):
     """A 10x member learns the architecture signal (nuclei carry none), a 40x member the nuclear one."""
     cohort = cohort_10x if resolution == "10x" else cohort_40x
