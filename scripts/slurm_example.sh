@@ -11,7 +11,7 @@ RUNS=${RUNS:-$DATA/runs}
 BUNDLE=${BUNDLE:-$DATA/bundle}
 
 # 1. candidates: 2 resolutions x 8 seeds = 16 members, one GPU each
-wsi-prognosis train --multirun \
+wsi-prognosis train \
   hydra/launcher=submitit_slurm \
   hydra.launcher.partition=gpu \
   hydra.launcher.account=myproject \
@@ -20,12 +20,13 @@ wsi-prognosis train --multirun \
   hydra.launcher.mem_gb=64 \
   'hydra.launcher.setup=["module load cuda/12.4","source .venv/bin/activate"]' \
   manifest="$DATA/manifest.csv" clinical="$DATA/clinical.csv" tiles="$DATA/tiles" out="$RUNS" \
-  resolution=10x,40x seed=0,1,2,3,4,5,6,7
+  resolution=10x,40x seed=0,1,2,3,4,5,6,7 \
+  --multirun
 
 # One member on 2 nodes x 4 GPUs (Lightning DDP; submitit starts one task per GPU):
-# wsi-prognosis train --multirun hydra/launcher=submitit_slurm hydra.launcher.partition=gpu \
+# wsi-prognosis train hydra/launcher=submitit_slurm hydra.launcher.partition=gpu \
 #   trainer.devices=4 trainer.num_nodes=2 trainer.strategy=ddp \
-#   manifest=... clinical=... tiles=... out="$RUNS" resolution=40x seed=0
+#   manifest=... clinical=... tiles=... out="$RUNS" resolution=40x seed=0 --multirun
 
 # 2. the 5 best members per resolution on the tuning cohort -> a verified bundle
 wsi-prognosis select runs="$RUNS" out="$BUNDLE" k=5

@@ -17,8 +17,9 @@ from wsi_prognosis.tiling import open_tile_store, tile_store_path
 @pytest.mark.slow
 def test_submitit_local_sweep_then_select(cohort_10x, tmp_path):
     runs = tmp_path / "runs"
-    result = run_cli(["train", "--multirun", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-                      *train_args(cohort_10x, runs, "resolution=10x", "trainer.max_epochs=1", "seed=0,1")[1:]], timeout=900)
+    # flags after the overrides: the CLI passes hydra.job.name=<stage> as the first override
+    result = run_cli([*train_args(cohort_10x, runs, "resolution=10x", "trainer.max_epochs=1", "seed=0,1"),
+                      "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "--multirun"], timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     members = sorted(p.parent.name for p in runs.glob("*/metrics.json"))
     assert len(members) == 2 and ["_s0_" in members[0], "_s1_" in members[1]] == [True, True]  # one folder per job
