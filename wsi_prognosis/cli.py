@@ -67,11 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wsi-prognosis {stage}: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from exc
 
+    # Hydra names the job (log file, .hydra/ records) after the task function's module: name it after
+    # the stage. Configs come from the installed package, wherever the command runs.
+    task.__module__ = module.__name__
     saved_argv = sys.argv
-    # hydra.job.name first: Hydra parses overrides as one positional list before flags like --cfg
-    sys.argv = [f"wsi-prognosis-{stage}", f"hydra.job.name={stage}", *args[1:]]
+    sys.argv = [f"wsi-prognosis-{stage}", *args[1:]]
     try:
-        hydra.main(config_path="configs", config_name=stage, version_base="1.3")(task)()
+        hydra.main(config_path="pkg://wsi_prognosis.configs", config_name=stage, version_base="1.3")(task)()
     except SystemExit as exit_:
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
     finally:

@@ -52,3 +52,15 @@ def test_cfg_job_prints_the_composed_config_without_running(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert f"scores: {tmp_path}/s.csv" in result.stdout
     assert not (tmp_path / "out").exists(), "--cfg job must not run the stage"
+
+
+def test_multirun_flag_before_the_overrides_reaches_the_stage(tmp_path: Path) -> None:
+    """`--multirun` first (as the README writes it) must parse; the stage then runs and reports its own error."""
+    result = subprocess.run(
+        [sys.executable, "-m", "wsi_prognosis.cli", "analyze", "--multirun", f"out={tmp_path}/a",
+         f"scores={tmp_path}/missing.csv", f"clinical={tmp_path}/c.csv"],
+        capture_output=True, text=True,
+    )
+    assert "unrecognized arguments" not in result.stderr
+    assert result.returncode == 2
+    assert "missing.csv" in result.stderr and "not found" in result.stderr
