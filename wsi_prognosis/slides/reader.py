@@ -20,8 +20,7 @@ import numpy as np
 from wsi_prognosis.errors import SlideReadError
 from wsi_prognosis.slides.direct import DEFAULT_CACHE_MB, DirectLevel, open_direct_level
 from wsi_prognosis.slides.plan import ReadPlan
-from wsi_prognosis.slides.slide import open_openslide, read_tile
-from wsi_prognosis.slides.resample import rgba_to_rgb_on_white
+from wsi_prognosis.slides.slide import open_openslide, read_openslide_window, read_tile
 from wsi_prognosis.tiling.grid import GridSpec
 
 class TileReader:
@@ -74,16 +73,7 @@ class TileReader:
         return open_direct_level(self.slide_path, self._openslide, self.plan.level, self.cache_mb)
 
     def _openslide_window(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
-        import openslide
-
-        downsample = self._openslide.level_downsamples[level]
-        try:
-            region = self._openslide.read_region((round(x * downsample), round(y * downsample)), level, (w, h))
-        except openslide.OpenSlideError as exc:
-            raise SlideReadError(
-                f"{self.slide_path}: pixels cannot be read ({exc}). Fix: the file is damaged; re-export or rescan it."
-            ) from exc
-        return rgba_to_rgb_on_white(np.asarray(region))
+        return read_openslide_window(self._openslide, self.slide_path, level, x, y, w, h)
 
     def _window(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         if self._direct is not None:

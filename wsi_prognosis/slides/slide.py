@@ -119,16 +119,7 @@ class Slide:
     # -- pixels -------------------------------------------------------------------------------
     def read_level_window(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         """RGB uint8 (h, w, 3) of level pixels [x, x+w) x [y, y+h); outside the slide is white."""
-        import openslide
-
-        downsample = self._handle.level_downsamples[level]
-        try:
-            region = self._handle.read_region((round(x * downsample), round(y * downsample)), level, (w, h))
-        except openslide.OpenSlideError as exc:
-            raise SlideReadError(
-                f"{self.path}: pixels cannot be read ({exc}). Fix: the file is damaged; re-export or rescan it."
-            ) from exc
-        return rgba_to_rgb_on_white(np.asarray(region))
+        return read_openslide_window(self._handle, self.path, level, x, y, w, h)
 
     def read_region(
         self, x: int, y: int, size_px: int, target_mpp: float, max_upsample: float = DEFAULT_MAX_UPSAMPLE
@@ -202,3 +193,20 @@ def read_tile(read_window, plan: ReadPlan, x: int, y: int, size_px: int) -> np.n
     window = read_window(plan.level, wx, wy, ww, wh)
     box = (x_level - wx, y_level - wy, x_level - wx + extent, y_level - wy + extent)
     return resample_window(window, box, size_px)
+
+
+def read_openslide_window(handle, path: Path, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:  # noqa: ANN001
+    """RGB uint8 (h, w, 3) of `level` pixels [x, x+w) x [y, y+h) through OpenSlide, transparency on white.
+
+    The one place that calls `read_region`, so every reader reports a damaged file the same way.
+    """
+    import openslide
+
+    downsample = handle.level_downsamples[level]
+    try:
+        region = handle.read_region((round(x * downsample), round(y * downsample)), level, (w, h))
+    except openslide.OpenSlideError as exc:
+        raise SlideReadError(
+            f"{path}: pixels cannot be read ({exc}). Fix: the file is damaged; re-export or rescan it."
+        ) from exc
+    return rgba_to_rgb_on_white(np.asarray(region))
