@@ -12,6 +12,7 @@ an error for that slide, never for the batch.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -226,13 +227,15 @@ def run_jobs(
         jobs_of.setdefault(job.slide_key, []).append(job)
     # slides whose jobs have no chunks (no tiles) finish at once, in order
     order = list(dict.fromkeys(job.slide_key for job in jobs))
+    # more reader processes than cores only adds contention (results do not depend on the count)
+    workers = min(config.workers, os.cpu_count() or 1)
     loader = DataLoader(
         dataset,
         batch_size=None,
         shuffle=False,
-        num_workers=config.workers,
+        num_workers=workers,
         pin_memory=runner.cuda,
-        prefetch_factor=config.prefetch_batches if config.workers > 0 else None,
+        prefetch_factor=config.prefetch_batches if workers > 0 else None,
         persistent_workers=False,
     )
     _check_shared_memory(jobs, config)
