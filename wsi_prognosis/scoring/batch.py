@@ -343,12 +343,18 @@ def score_manifest(bundle: Any, manifest: pd.DataFrame, out: str | Path, options
                 # time, so the slide that kills its reader becomes a failed row and the batch goes on
                 log.error("the tile reader pipeline stopped (%s); scoring the remaining slides one by one", exc)
                 for plan in [p for p in plans if p.row["slide_id"] not in pending]:
-                    try:
-                        run([plan])
-                    except (RuntimeError, OSError) as slide_exc:
-                        message = f"{plan.row['path']}: reading its tiles stopped the reader process ({slide_exc})"
-                        pending[plan.row["slide_id"]] = finisher.submit(
-                            _record_failure, plan, bundle, out, message)
+                    # two tries: the dead process of the stopped pipeline can still be reported (through
+                    # torch's SIGCHLD bookkeeping) while the next slide runs; a slide that really kills its
+                    # reader does so every time
+                    for attempt in (1, 2):
+                        try:
+                            run([plan])
+                            break
+                        except (RuntimeError, OSError) as slide_exc:
+                            if attempt == 2:
+                                message = f"{plan.row['path']}: reading its tiles stopped the reader process ({slide_exc})"
+                                pending[plan.row["slide_id"]] = finisher.submit(
+                                    _record_failure, plan, bundle, out, message)
         finally:
             finisher.shutdown(wait=True)  # slides the engine finished are recorded even on interrupt
             bar.close()
