@@ -89,3 +89,36 @@ def test_clinical_is_strict_about_time_and_event(tmp_path: Path) -> None:
     duplicate = _write(tmp_path / "d.csv", "patient_id,time,event\np1,1,1\np1,2,0\n")
     with pytest.raises(ClinicalError, match="duplicate"):
         read_clinical(duplicate)
+
+
+def test_manifest_rows_tolerate_excel_habits(tmp_path: Path) -> None:
+    """A BOM, blank lines, padded cells and a short last row (Excel exports) read the same as a clean file."""
+    from wsi_prognosis.cohort import read_manifest_rows
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes("\ufeffslide_id,patient_id,path,cohort,mpp,annotation\n"
+                         " s1 , p1 ,a.svs, training ,0.5,\n\n,,,,,\ns2,p2,b.svs,test\n".encode("utf-8"))
+    rows = read_manifest_rows(manifest)
+    assert [r["slide_id"] for r in rows] == ["s1", "s2"]
+    assert rows[0]["cohort"] == "training" and rows[0]["mpp"] == 0.5 and rows[0]["annotation"] is None
+    assert rows[1]["path"] == str((tmp_path / "b.svs").resolve()) and pd.isna(rows[1]["mpp"])
+    table = read_manifest(manifest)
+    assert table["mpp"].dtype == float and table["slide_id"].tolist() == ["s1", "s2"]
+
+
+def test_row_with_more_cells_than_the_header_names_its_line(tmp_path: Path) -> None:
+    manifest = _write(tmp_path / "m.csv", "slide_id,patient_id,path,cohort\ns1,p1,a.svs,training\ns2,p2,b,c.svs,test\n")
+    with pytest.raises(ManifestError, match=r"line 3 has 5 cells"):
+        read_manifest(manifest)
+
+
+def test_repeated_header_column_is_refused(tmp_path: Path) -> None:
+    manifest = _write(tmp_path / "m.csv", "slide_id,patient_id,path,cohort,mpp,mpp\ns1,p1,a.svs,training,0.5,0.25\n")
+    with pytest.raises(ManifestError, match=r"\['mpp'\] appear twice"):
+        read_manifest(manifest)
+
+
+def test_infinite_mpp_is_refused(tmp_path: Path) -> None:
+    manifest = _write(tmp_path / "m.csv", "slide_id,patient_id,path,cohort,mpp\ns1,p1,a.svs,training,inf\n")
+    with pytest.raises(ManifestError, match="positive number"):
+        read_manifest(manifest)

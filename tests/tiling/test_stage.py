@@ -40,15 +40,15 @@ def test_cli_tiles_a_manifest_end_to_end(tmp_path, cmu_slide, slides_dir, manife
     assert "slide/s" in result.stderr or "tile:" in result.stderr                # the progress bar
 
 
-def test_tile_stage_does_not_import_torch(tmp_path, cmu_slide, manifest_writer):
+def test_tile_stage_imports_neither_torch_nor_pandas(tmp_path, cmu_slide, manifest_writer):
     manifest = manifest_writer(tmp_path / "m.csv", [{"slide_id": "cmu", "path": cmu_slide}])
     code = (
         "import sys\nfrom wsi_prognosis.cli import main\n"
         f"rc = main(['tile', 'manifest={manifest}', 'out={tmp_path / 'out'}', 'tiling.qc_thumbnails=false'])\n"
-        "print(rc, 'torch' in sys.modules, 'lightning' in sys.modules)\n"
+        "print(rc, 'torch' in sys.modules, 'lightning' in sys.modules, 'pandas' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.stdout.split()[-3:] == ["0", "False", "False"], result.stderr
+    assert result.stdout.split()[-4:] == ["0", "False", "False", "False"], result.stderr
     assert (tmp_path / "out" / "cmu.h5").is_file()
 
 

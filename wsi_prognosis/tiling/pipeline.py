@@ -33,7 +33,7 @@ from wsi_prognosis.tiling.config import ResolutionSpec, TilingConfig
 from wsi_prognosis.tiling.grid import GridSpec, build_grids
 from wsi_prognosis.tiling.store import SlideRecord, TileStoreWriter, open_tile_store, tile_store_path
 
-__all__ = ["TilingConfig", "ResolutionSpec", "tile_one_slide", "tile_manifest", "summary_columns"]
+__all__ = ["TilingConfig", "ResolutionSpec", "tile_one_slide", "tile_rows", "tile_manifest", "summary_columns"]
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +254,9 @@ def _write_qc(path: Path, thumb: np.ndarray, mask: np.ndarray, pen: np.ndarray, 
 
 
 # -- batch ------------------------------------------------------------------------------------
-def _records(manifest) -> list[dict[str, Any]]:
-    rows = manifest.to_dict("records")
+def _records(manifest: Any) -> list[dict[str, Any]]:
+    """Manifest rows as plain dicts, from `read_manifest_rows` (a list) or a DataFrame."""
+    rows = manifest.to_dict("records") if hasattr(manifest, "to_dict") else [dict(r) for r in manifest]
     return [{k: (None if (isinstance(v, float) and math.isnan(v) and k != "mpp") else v) for k, v in r.items()}
             for r in rows]
 
@@ -300,13 +301,13 @@ def _write_summary(path: Path, rows: list[dict[str, Any]], columns: list[str]) -
     write_text_atomic(path, buffer.getvalue())
 
 
-def tile_manifest(manifest, out_dir: str | Path, config: TilingConfig, workers: int = 2):
-    """Tile every slide of a validated manifest (`cohort.read_manifest`) into `out_dir`.
+def tile_rows(manifest: Any, out_dir: str | Path, config: TilingConfig, workers: int = 2) -> list[dict[str, Any]]:
+    """Tile every slide of a validated manifest (`cohort.read_manifest_rows`, or a DataFrame from
+    `read_manifest`) into `out_dir`; return the summary rows in manifest order.
 
-    Returns the summary as a DataFrame (also written to `out_dir/summary.csv`, in manifest
-    order). A slide that fails is a row with `status=failed` and its error; the batch goes on.
+    Also written to `out_dir/summary.csv` after every slide. A slide that fails is a row with
+    `status=failed` and its error; the batch goes on. Imports no pandas (the `tile` stage's start-up).
     """
-    import pandas as pd
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
@@ -334,4 +335,11 @@ def tile_manifest(manifest, out_dir: str | Path, config: TilingConfig, workers: 
     elapsed = bar.format_dict.get("elapsed") or 0.0
     log.info("tiled %d slide(s), %d failed, %d tiles in %.1f s", len(done),
              sum(r["status"] != "ok" for r in done), tiles_found, elapsed)
-    return pd.DataFrame(done, columns=columns)
+    return [{c: row.get(c) for c in columns} for row in done]
+
+
+def tile_manifest(manifest: Any, out_dir: str | Path, config: TilingConfig, workers: int = 2):
+    """`tile_rows` with the summary as a DataFrame (for notebooks and the stages that use tables)."""
+    import pandas as pd
+
+    return pd.DataFrame(tile_rows(manifest, out_dir, config, workers), columns=summary_columns(config))

@@ -110,4 +110,4 @@ def save_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise ValueError(f"image must be (H, W[, 3]) uint8, got {image.shape} {image.dtype}")
     with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
+        Image.fromarray(image).save(tmp, format="PNG", compress_level=1)  # 2x faster than 6, 4 % larger
