@@ -48,7 +48,7 @@ def _folder_mb(folder: Path) -> float:
 
 
 def bench_demo(out: Path, workers: int) -> None:
-    config = SynthConfig.preset("demo", seed=0, workers=workers)
+    config = SynthConfig.from_preset("demo", seed=0, workers=workers)
     started, cpu = time.perf_counter(), _cpu_seconds()
     result = make_cohort(out, config)
     seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
@@ -58,7 +58,7 @@ def bench_demo(out: Path, workers: int) -> None:
 
 
 def bench_big(out: Path, width_px: int, height_px: int, workers: int) -> None:
-    config = SynthConfig.preset("benchmark", seed=0, width_px=width_px, height_px=height_px, workers=workers)
+    config = SynthConfig.from_preset("benchmark", seed=0, width_px=width_px, height_px=height_px, workers=workers)
     started, cpu = time.perf_counter(), _cpu_seconds()
     result = make_cohort(out, config)
     seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu

@@ -35,7 +35,7 @@ def synth_slide() -> Path:
     out = WORK / "synth-benchmark"
     slides = sorted((out / "slides").glob("*")) if out.is_dir() else []
     if not slides:
-        make_cohort(out, SynthConfig.preset("benchmark"))
+        make_cohort(out, SynthConfig.from_preset("benchmark"))
         slides = sorted((out / "slides").glob("*"))
     return slides[0]
 

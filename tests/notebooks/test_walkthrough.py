@@ -21,7 +21,7 @@ def _demo_shaped_output(root: Path) -> None:
     The score is a noisy reading of the latent risk, split at fixed quantiles, so the notebook has
     a real signal to find.
     """
-    tables = simulate_cohort_tables(SynthConfig.preset("demo", seed=3, n_training=120, n_tuning=120, n_validation=160))
+    tables = simulate_cohort_tables(SynthConfig.from_preset("demo", seed=3, n_training=120, n_tuning=120, n_validation=160))
     rng = np.random.default_rng(0)
     slides, clinical = [], []
     for cohort, table in tables.items():

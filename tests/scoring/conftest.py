@@ -71,7 +71,7 @@ def synth_cohort(tmp_path_factory, small_bundle) -> Path:
     from wsi_prognosis.tiling.pipeline import tile_manifest
 
     root = tmp_path_factory.mktemp("synth")
-    make_cohort(root, SynthConfig.preset("tiny", seed=3, n_training=2, n_tuning=10, n_validation=3,
+    make_cohort(root, SynthConfig.from_preset("tiny", seed=3, n_training=2, n_tuning=10, n_validation=3,
                                          width_px=768, height_px=640, workers=1))
     config = TilingConfig.from_tile_spec(load_bundle(small_bundle).tile_spec)  # the bundle's own spec
     summary = tile_manifest(read_manifest(root / "manifest.csv"), root / "tiles", config, workers=1)

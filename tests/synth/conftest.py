@@ -12,6 +12,6 @@ from wsi_prognosis.synth import SynthConfig, make_cohort
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("synth_tiny")
-    config = SynthConfig.preset("tiny", seed=11)
+    config = SynthConfig.from_preset("tiny", seed=11)
     result = make_cohort(out, config)
     return out, result

@@ -17,7 +17,7 @@ from wsi_prognosis.synth import bigslide
 @pytest.fixture(scope="module")
 def big_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SynthConfig]:
     # 6144 x 4096 px through the bank engine (as the 80,000 x 60,000 benchmark slide is made)
-    config = SynthConfig.preset("benchmark", seed=8, width_px=6144, height_px=4096, bank_engine_min_px=4096)
+    config = SynthConfig.from_preset("benchmark", seed=8, width_px=6144, height_px=4096, bank_engine_min_px=4096)
     out = tmp_path_factory.mktemp("synth_big")
     patches = bigslide.N_PATCHES
     bigslide.N_PATCHES = 3                      # a smaller bank: the engine is the same

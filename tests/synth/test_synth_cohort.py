@@ -68,7 +68,7 @@ def test_slides_open_with_openslide_at_stated_mpp(tiny_cohort: tuple[Path, dict]
 
 def test_same_seed_same_pixels_and_tables(tmp_path: Path) -> None:
     # every cohort (and both file flavours); two worker processes vs one: identical bytes
-    config = SynthConfig.preset("tiny", seed=21, n_training=2, n_tuning=1, n_validation=1,
+    config = SynthConfig.from_preset("tiny", seed=21, n_training=2, n_tuning=1, n_validation=1,
                                 artefact_probability=1.0)
     make_cohort(tmp_path / "a", config)
     make_cohort(tmp_path / "b", config.replace(workers=1))
@@ -78,7 +78,7 @@ def test_same_seed_same_pixels_and_tables(tmp_path: Path) -> None:
 
 
 def test_other_seed_other_pixels(tmp_path: Path) -> None:
-    config = SynthConfig.preset("tiny", seed=12, n_training=1, n_tuning=1, n_validation=0, with_test=False)
+    config = SynthConfig.from_preset("tiny", seed=12, n_training=1, n_tuning=1, n_validation=0, with_test=False)
     make_cohort(tmp_path / "a", config)
     make_cohort(tmp_path / "b", config.replace(seed=13))
     slides = [{k: v for k, v in _digest(tmp_path / d).items() if k.startswith("slides/")} for d in "ab"]
@@ -88,7 +88,7 @@ def test_other_seed_other_pixels(tmp_path: Path) -> None:
 
 
 def test_rerun_skips_finished_slides_and_redoes_missing(tmp_path: Path) -> None:
-    config = SynthConfig.preset("tiny", seed=4, n_training=2, n_tuning=1, n_validation=1, workers=1)
+    config = SynthConfig.from_preset("tiny", seed=4, n_training=2, n_tuning=1, n_validation=1, workers=1)
     first = make_cohort(tmp_path, config)
     before = _digest(tmp_path)
     mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.glob("slides/*/*")}
@@ -108,7 +108,7 @@ def test_rerun_skips_finished_slides_and_redoes_missing(tmp_path: Path) -> None:
 
 def test_validation_at_20x(tmp_path: Path) -> None:
     """validation_base_mpp=0.5: a 20x scanner, no 40x level; the same tissue field in µm."""
-    config = SynthConfig.preset("tiny", seed=5, n_training=1, n_tuning=0, n_validation=2,
+    config = SynthConfig.from_preset("tiny", seed=5, n_training=1, n_tuning=0, n_validation=2,
                                 validation_base_mpp=0.5, validation_format="tiff", workers=1)
     make_cohort(tmp_path, config)
     manifest = read_manifest(tmp_path / "manifest.csv")

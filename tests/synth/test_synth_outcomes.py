@@ -13,7 +13,7 @@ from wsi_prognosis.synth.outcomes import is_good, is_poor
 @pytest.fixture(scope="module")
 def big_tables() -> dict:
     # 2,000 patients per cohort: the C-index is then known to about +-0.01
-    config = SynthConfig.preset("demo", seed=2, n_training=2000, n_tuning=2000, n_validation=2000)
+    config = SynthConfig.from_preset("demo", seed=2, n_training=2000, n_tuning=2000, n_validation=2000)
     return simulate_cohort_tables(config)
 
 
@@ -26,13 +26,13 @@ def test_oracle_c_index_at_least_070_in_every_cohort(big_tables: dict) -> None:
 
 def test_oracle_c_index_small_demo_cohorts() -> None:
     """The default demo sizes too (44 patients: looser, but well above chance)."""
-    tables = simulate_cohort_tables(SynthConfig.preset("demo", seed=0))
+    tables = simulate_cohort_tables(SynthConfig.from_preset("demo", seed=0))
     for cohort, table in tables.items():
         assert concordance_index(table["time"], -table["risk"], table["event"]) >= 0.65, cohort
 
 
 def test_training_is_enriched_for_good_and_poor(big_tables: dict) -> None:
-    params = SynthConfig.preset("demo").outcome
+    params = SynthConfig.from_preset("demo").outcome
     training, tuning = big_tables["training"], big_tables["tuning"]
     good, poor = is_good(training, params).mean(), is_poor(training, params).mean()
     assert good == pytest.approx(0.5, abs=0.01) and poor == pytest.approx(0.5, abs=0.01)
@@ -53,7 +53,7 @@ def test_test_cohort_is_training_patients(big_tables: dict) -> None:
 
 def test_censoring_and_covariates(big_tables: dict) -> None:
     tuning = big_tables["tuning"]
-    params = SynthConfig.preset("demo").outcome
+    params = SynthConfig.from_preset("demo").outcome
     assert tuning["time"].max() <= params.followup_max_years + 1e-9
     assert set(tuning["event"].unique()) <= {0, 1}
     assert 0.2 < tuning["event"].mean() < 0.8
@@ -68,17 +68,17 @@ def test_censoring_and_covariates(big_tables: dict) -> None:
 
 
 def test_no_other_cause_deaths_when_disabled() -> None:
-    config = SynthConfig.preset("demo", n_training=0, with_test=False, n_tuning=500, other_cause_rate_per_year=0.0)
+    config = SynthConfig.from_preset("demo", n_training=0, with_test=False, n_tuning=500, other_cause_rate_per_year=0.0)
     tuning = simulate_cohort_tables(config)["tuning"]
     assert not (tuning["cause"] == "other").any()
 
 
 def test_tables_are_deterministic() -> None:
-    config = SynthConfig.preset("tiny", seed=9)
+    config = SynthConfig.from_preset("tiny", seed=9)
     a, b = simulate_cohort_tables(config), simulate_cohort_tables(config)
     for cohort in a:
         assert a[cohort].equals(b[cohort])
-    c = simulate_cohort_tables(SynthConfig.preset("tiny", seed=10))
+    c = simulate_cohort_tables(SynthConfig.from_preset("tiny", seed=10))
     assert not np.allclose(a["tuning"]["risk"], c["tuning"]["risk"])
 
 
@@ -86,7 +86,7 @@ def test_slide_plan_ids_and_blocks(tmp_path) -> None:  # noqa: ANN001
     """Several slides per patient: unique ids and seeds; test slides are other blocks than training's."""
     from wsi_prognosis.synth.cohort import plan_slides
 
-    config = SynthConfig.preset("tiny", seed=1, slides_per_patient=2)
+    config = SynthConfig.from_preset("tiny", seed=1, slides_per_patient=2)
     jobs = plan_slides(config, tmp_path, simulate_cohort_tables(config))
     assert len(jobs) == 2 * (6 + 6 + 6 + 6)
     assert len({j.slide_id for j in jobs}) == len(jobs)

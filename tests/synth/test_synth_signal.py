@@ -66,7 +66,7 @@ def population() -> pd.DataFrame:
     # 400 patients from the population (the tuning cohort's sampling): under no association the
     # C-index has a standard deviation of about 0.5 / sqrt(n_events) / 1.7 ~ 0.02 here, so the
     # 0.50 +- 0.05 band is about 2.5 standard deviations wide, while the risk itself gives ~0.78.
-    config = SynthConfig.preset("demo", seed=101, n_training=0, with_test=False, n_tuning=400,
+    config = SynthConfig.from_preset("demo", seed=101, n_training=0, with_test=False, n_tuning=400,
                                 n_validation=0)
     return _render_cohort(config, "tuning")
 
@@ -100,8 +100,8 @@ def test_each_scale_can_be_switched_off() -> None:
     is enough to compute them.
     """
     base = dict(seed=202, n_training=0, with_test=False, n_tuning=150, n_validation=0)
-    no_10x = _render_cohort(SynthConfig.preset("demo", strength_10x=0.0, **base), "tuning", 2.0)
-    no_40x = _render_cohort(SynthConfig.preset("demo", strength_40x=0.0, **base), "tuning", 2.0)
+    no_10x = _render_cohort(SynthConfig.from_preset("demo", strength_10x=0.0, **base), "tuning", 2.0)
+    no_40x = _render_cohort(SynthConfig.from_preset("demo", strength_40x=0.0, **base), "tuning", 2.0)
 
     def rho(table: pd.DataFrame, column: str) -> float:
         return float(spearmanr(table["risk"], table[column], nan_policy="omit").statistic)
@@ -118,7 +118,7 @@ def test_validation_stain_shift_is_the_configured_one() -> None:
     """Mean tissue optical density: validation / training = 1 + validation_stain_shift."""
     for shift in (0.0, 0.3):
         # per-slide stain jitter (4 % per channel) averages to ~1 % over 30 slides
-        config = SynthConfig.preset("demo", seed=303, n_training=30, with_test=False, n_tuning=0,
+        config = SynthConfig.from_preset("demo", seed=303, n_training=30, with_test=False, n_tuning=0,
                                     n_validation=30, artefact_probability=0.0, validation_stain_shift=shift)
         training = _render_cohort(config, "training", 2.0)
         validation = _render_cohort(config, "validation", 2.0)

@@ -22,7 +22,7 @@ def make_tiled_cohort(out: Path, **overrides) -> dict[str, Path]:
     from wsi_prognosis.tiling.config import TilingConfig
     from wsi_prognosis.tiling.pipeline import tile_manifest
 
-    config = SynthConfig.preset("tiny", seed=0, **{"n_validation": 0, "with_test": False, **overrides})
+    config = SynthConfig.from_preset("tiny", seed=0, **{"n_validation": 0, "with_test": False, **overrides})
     make_cohort(out, config)
     tiling = TilingConfig.from_mapping(tiling={"resolutions": RESOLUTIONS}, tissue=TISSUE)
     summary = tile_manifest(read_manifest(out / "manifest.csv"), out / "tiles", tiling, workers=2)

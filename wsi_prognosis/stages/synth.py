@@ -25,7 +25,7 @@ def config_from_cfg(cfg: DictConfig) -> "SynthConfig":  # noqa: F821
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"synth: seed={values.get('seed')!r} is not an integer. Fix: seed=N.") from exc
     overrides = {k: v for k, v in values.items() if k not in TOP_LEVEL and v is not None}
-    return SynthConfig.preset(str(values.get("preset", "demo")), seed=seed, **overrides)
+    return SynthConfig.from_preset(str(values.get("preset", "demo")), seed=seed, **overrides)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -112,7 +112,7 @@ def make_cohort(out_dir: str | Path, config: SynthConfig) -> dict[str, Any]:
     """Write a synthetic cohort into `out_dir` (see module doc). Returns paths and counts."""
     if not isinstance(config, SynthConfig):
         raise ConfigurationError(f"make_cohort: config must be a SynthConfig, got {type(config).__name__}. "
-                                 "Fix: SynthConfig.preset('demo', seed=0).")
+                                 "Fix: SynthConfig.from_preset('demo', seed=0).")
     config.validate()
     started = time.perf_counter()
     out_dir = Path(out_dir).resolve()

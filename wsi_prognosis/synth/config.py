@@ -81,7 +81,7 @@ class SynthConfig:
         return tuple(PRESETS)
 
     @classmethod
-    def preset(cls, name: str = "demo", seed: int = 0, **overrides: Any) -> "SynthConfig":
+    def from_preset(cls, name: str = "demo", seed: int = 0, **overrides: Any) -> "SynthConfig":
         """A named preset (`tiny`, `demo`, `benchmark`) with `overrides` applied and validated.
 
         Outcome parameters can be overridden by their own names (e.g. `followup_max_years=8`).
@@ -114,7 +114,7 @@ class SynthConfig:
         merged = {**self._overrides(), **changes}
         preset = merged.pop("preset", self.preset)
         seed = merged.pop("seed", self.seed)
-        return SynthConfig.preset(preset, seed=seed, **merged)
+        return SynthConfig.from_preset(preset, seed=seed, **merged)
 
     def _overrides(self) -> dict[str, Any]:
         out = {k: v for k, v in dataclasses.asdict(self).items() if k not in {"preset", "seed", "outcome"}}
