@@ -1,13 +1,16 @@
 #!/usr/bin/env python
 """Training throughput: the real data pipeline vs the model alone, on the same batch shape.
 
-    .venv/bin/python scripts/bench_train.py [--arch test_efficientnet] [--resolution 40x] [--steps 40]
+    .venv/bin/python scripts/bench_train.py [--arch test_efficientnet] [--resolution 40x] [--steps 40] [--rounds 3]
 
 1. pipeline: bags from tiles/*.h5 + slide pixels (TileReader, per-worker tile cache,
    augmentation) through the DataLoader exactly as `train` builds it, then forward, backward and
-   an AdamW step of the member's LightningModule.
-2. model-only: the same module and step on random uint8 bags already in memory.
-Prints tiles/s of both and their ratio (the share of model throughput the pipeline keeps;
+   an AdamW step of the member's LightningModule (which applies the colour/blur augmentation to the
+   batch, so its cost counts against the pipeline).
+2. model-only: the same module and step on random uint8 bags already in memory, not augmented.
+Rounds alternate the two (the loader's queue is full in steady state either way, so the
+alternation gives the pipeline nothing for free); prints the medians of tiles/s of both and of
+their per-round ratio (the share of model throughput the pipeline keeps;
 target >= 0.8 on 2 CPU cores with a tiny backbone). On a GPU it uses bf16 autocast and
 channels_last as training does, and prints the card's name. The cohort is the `tiny` synthetic
 preset tiled at 64 px (made once under --workdir).
@@ -19,8 +22,10 @@ import argparse
 import itertools
 import os
 import platform
+import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +56,8 @@ def main() -> int:
     parser.add_argument("--bag-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per round and side")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=8)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
@@ -83,11 +89,12 @@ def main() -> int:
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
-    def step(tiles: torch.Tensor, y: torch.Tensor) -> None:
+    def step(tiles: torch.Tensor, y: torch.Tensor, augment: torch.Tensor | None = None) -> None:
         tiles = tiles.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
+        augment = augment.to(device, non_blocking=True) if augment is not None else None
         with autocast:
-            loss = module.training_step((tiles, y, None), 0)
+            loss = module.training_step((tiles, y, None, augment), 0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -99,38 +106,42 @@ def main() -> int:
     module.log = lambda *a, **k: None  # no Trainer attached: logging is a no-op here
     tiles_per_step = args.bag_size * args.batch_size
 
-    # 1. the real pipeline; warm-up steps fill each worker's tile cache and start the workers
-    batches = iter(loader)
-    for tiles, y, _ in itertools.islice(batches, args.warmup):
-        step(tiles, y)
-    sync()
-    started = time.perf_counter()
-    for tiles, y, _ in itertools.islice(batches, args.steps):
-        step(tiles, y)
-    sync()
-    pipeline = args.steps * tiles_per_step / (time.perf_counter() - started)
-    shape = tuple(tiles.shape)
-    del batches
+    def timed(batches: Iterator[tuple[torch.Tensor, ...]], n: int) -> float:
+        """tiles/s of n steps on `batches` (each (tiles, y, augmentation parameters or None))."""
+        sync()
+        started = time.perf_counter()
+        for tiles, y, augment in itertools.islice(batches, n):
+            step(tiles, y, augment)
+        sync()
+        return n * tiles_per_step / (time.perf_counter() - started)
 
-    # 2. the model alone, random bags of the same shape already in memory (and on the device)
+    # 1. the real pipeline: (tiles, y, augmentation parameters) from the loader
+    pipeline_batches = ((tiles, y, augment) for tiles, y, _, augment in loader)
+    first = next(pipeline_batches)
+    shape = tuple(first[0].shape)
+    # 2. the model alone: random bags of the same shape already in memory (and on the device), no augmentation
     fake = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
     fake_y = torch.randint(0, 2, (shape[0],), device=device).float()
-    for _ in range(args.warmup):
-        step(fake, fake_y)
-    sync()
-    started = time.perf_counter()
-    for _ in range(args.steps):
-        step(fake, fake_y)
-    sync()
-    model_only = args.steps * tiles_per_step / (time.perf_counter() - started)
+    model_batches = itertools.repeat((fake, fake_y, None))
+
+    # warm-up (untimed): starts the workers, fills their tile caches, warms the allocator
+    timed(itertools.chain([first], pipeline_batches), args.warmup)
+    timed(model_batches, args.warmup)
+    # alternate rounds, so a change in the machine's load affects both sides of each ratio alike
+    rounds = [(timed(pipeline_batches, args.steps), timed(model_batches, args.steps)) for _ in range(args.rounds)]
+    pipeline = statistics.median(p for p, _ in rounds)
+    model_only = statistics.median(m for _, m in rounds)
+    ratios = [p / m for p, m in rounds]
 
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})"
     print(f"device: {card}; torch threads {torch.get_num_threads()}; cores {os.cpu_count()}; {load_text()}")
     print(f"batch: {shape[0]} bags x {shape[1]} tiles of {shape[2]} px at {args.resolution} ({mpp} µm/px), "
-          f"arch {args.arch}, {args.workers} loader worker(s), {args.steps} timed steps")
+          f"arch {args.arch}, {args.workers} loader worker(s), {args.rounds} rounds of {args.steps} timed steps each "
+          "(medians)")
     print(f"pipeline (tiles/*.h5 + slides -> augment -> train step): {pipeline:8.1f} tiles/s")
     print(f"model only (random tensors in memory):                 {model_only:8.1f} tiles/s")
-    print(f"ratio pipeline / model-only: {pipeline / model_only:.2f} (target >= 0.8)")
+    print(f"ratio pipeline / model-only: {statistics.median(ratios):.2f} (target >= 0.8); "
+          f"per round {' '.join(f'{r:.2f}' for r in ratios)}")
     _ = pd  # pandas imported for the data module's tables
     return 0
 

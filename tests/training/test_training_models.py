@@ -1,4 +1,4 @@
-"""Backbone factory, MIL pooling and augmentation: small literal checks."""
+"""Backbone factory and MIL pooling: small literal checks (augmentation: test_training_augment.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import torch
 
 from wsi_prognosis.errors import ConfigurationError
 from wsi_prognosis.models import build_backbone, default_preprocessing, pool_tile_logits
-from wsi_prognosis.models.augment import AugmentConfig, augment_tiles
 
 TINY = "test_efficientnet"
 
@@ -58,36 +57,3 @@ def test_backbone_never_downloads(monkeypatch, tmp_path):
         build_backbone(TINY, pretrained_path=str(tmp_path / "missing.pth"))
     with pytest.raises(ConfigurationError, match="not a timm architecture"):
         build_backbone("no_such_net")
-
-
-def test_augment_seeded_and_geometric_only_preserves_pixels():
-    tiles = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
-    config = AugmentConfig()
-    a = augment_tiles(tiles, np.random.default_rng(1), config)
-    b = augment_tiles(tiles, np.random.default_rng(1), config)
-    c = augment_tiles(tiles, np.random.default_rng(2), config)
-    assert a.dtype == np.uint8 and a.shape == tiles.shape
-    assert np.array_equal(a, b) and not np.array_equal(a, c)
-    geometric = AugmentConfig(hed_alpha=0, hed_beta=0, brightness=0, contrast=0, saturation=0, blur_probability=0)
-    moved = augment_tiles(tiles, np.random.default_rng(3), geometric)
-    for before, after in zip(tiles, moved):  # flips/rotations permute pixels, never change them
-        assert sorted(map(tuple, before.reshape(-1, 3))) == sorted(map(tuple, after.reshape(-1, 3)))
-
-
-def test_hed_jitter_changes_colour_mildly():
-    tiles = np.full((4, 8, 8, 3), (180, 120, 170), np.uint8)  # an H&E-like pink
-    only_hed = AugmentConfig(flips=False, rot90=False, brightness=0, contrast=0, saturation=0, blur_probability=0)
-    out = augment_tiles(tiles, np.random.default_rng(0), only_hed).astype(int)
-    assert 0 < np.abs(out - tiles.astype(int)).max() < 40
-
-
-def test_hed_jitter_matches_scikit_image():
-    from skimage.color import hed2rgb, rgb2hed
-
-    from wsi_prognosis.models.augment import hed_jitter
-
-    tiles = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
-    rng = np.random.default_rng(1)
-    alpha, beta = rng.uniform(0.9, 1.1, (4, 1, 1, 3)), rng.uniform(-0.02, 0.02, (4, 1, 1, 3))
-    expected = hed2rgb(rgb2hed(tiles) * alpha + beta)
-    assert np.abs(hed_jitter(tiles, alpha, beta) - expected).max() < 1 / 255

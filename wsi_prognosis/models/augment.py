@@ -1,39 +1,35 @@
-"""Tile augmentations for training, on uint8 arrays, vectorised over a bag, every draw from one rng.
+"""Tile augmentations for training: drawn per bag in the loader, applied per batch in the module.
 
 Flips and 90° rotations (tissue has no orientation), H&E stain jitter in scikit-image's HED
 space (stain amount and background of each stain vary between labs), brightness / contrast /
-saturation jitter, and a mild Gaussian blur (focus varies between scanners). The caller passes a
-seeded `np.random.Generator`, so a bag's augmentation is reproducible.
+saturation jitter, and a mild Gaussian blur (focus varies between scanners).
+
+Why split: per-tile numpy/scikit-image colour work in the loader cost as much CPU as a tiny
+backbone's training step. So the loader draws every random number of a bag from the bag's seeded
+numpy Generator (augmentation repeats with the seed, whatever the batching), applies only the
+geometric ops (exact permutations of uint8 pixels), and passes the per-tile colour and blur
+parameters on as a small table; `augment_batch` applies them to the whole batch as a few batched
+float32 torch ops, on whatever device the batch is (autocast off: bf16 would round the stains).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+import torch
 from skimage.color import hed_from_rgb, rgb_from_hed
 
-# skimage.color.rgb2hed / hed2rgb, fused and in float32 (tested equal to them within 1/255):
-# a 256-entry table replaces the log of uint8 pixels, one exp replaces two conversions' worth.
-_LOG_ADJUST = np.log(1e-6)
-_OD_LUT = (np.log(np.maximum(np.arange(256) / 255.0, 1e-6)) / _LOG_ADJUST).astype(np.float32)
-_HED_FROM_RGB = hed_from_rgb.astype(np.float32)
-_RGB_FROM_HED_LOG = (rgb_from_hed * _LOG_ADJUST).astype(np.float32)  # log adjustment folded in
+# columns of the per-tile parameter table (N, N_PARAMS) float32 that the loader hands on
+ALPHA, BETA = slice(0, 3), slice(3, 6)        # HED stains scaled by alpha, then shifted by beta
+BRIGHTNESS, CONTRAST, SATURATION, BLUR_SIGMA = 6, 7, 8, 9  # factors (1 = none); sigma in px (0 = none)
+N_PARAMS = 10
+IDENTITY = np.array([1, 1, 1, 0, 0, 0, 1, 1, 1, 0], np.float32)
 
-
-def hed_jitter(tiles: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """`hed2rgb(rgb2hed(tiles) * alpha + beta)` for (N, H, W, 3) uint8 tiles; float32 RGB in [0, 1].
-
-    alpha, beta : (N, 1, 1, 3) per-tile scale and shift of the haematoxylin, eosin and DAB channels.
-    """
-    n = len(tiles)
-    stains = np.matmul(_OD_LUT[tiles].reshape(n, -1, 3), _HED_FROM_RGB)  # batched (N, H*W, 3)
-    np.maximum(stains, 0, out=stains)
-    stains *= alpha.astype(np.float32).reshape(n, 1, 3)
-    stains += beta.astype(np.float32).reshape(n, 1, 3)
-    rgb = np.exp(np.matmul(stains, _RGB_FROM_HED_LOG), out=stains).reshape(tiles.shape)
-    return np.clip(rgb, 0.0, 1.0, out=rgb)
+_LOG_ADJUST = math.log(1e-6)  # scikit-image's: optical density is log(rgb) / log(1e-6)
+_GREY = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)
@@ -56,60 +52,157 @@ class AugmentConfig:
                     self.saturation, self.blur_probability])
 
 
-def augment_tiles(tiles: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
-    """Augment a bag of tiles.
+# --- loader side: numpy, one bag, one Generator ---------------------------------------------------
 
-    Parameters
-    ----------
-    tiles : (N, H, W, 3) uint8 ndarray
-        RGB tiles (square: H == W, needed for 90° rotations).
-    rng : numpy Generator, the only source of randomness.
-    config : which augmentations, how strong.
+def geometric(tiles: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+    """Random flips and 90° rotations of each (N, H, W, 3) tile (square); a new array.
 
-    Returns
-    -------
-    (N, H, W, 3) uint8 ndarray, a new array.
+    Tiles that share a transform move together, as whole pixels (one 3-byte item each): a few
+    batched copies instead of one per tile and one per byte.
     """
     n = len(tiles)
-    out = np.array(tiles, copy=True)
-    if n == 0:
-        return out
-    if config.flips or config.rot90:
-        flip_h = rng.random(n) < 0.5 if config.flips else np.zeros(n, bool)
-        flip_v = rng.random(n) < 0.5 if config.flips else np.zeros(n, bool)
-        turns = rng.integers(0, 4, n) if config.rot90 else np.zeros(n, int)
-        for i in range(n):
-            tile = out[i]
-            if flip_h[i]:
-                tile = tile[:, ::-1]
-            if flip_v[i]:
-                tile = tile[::-1]
-            if turns[i]:
-                tile = np.rot90(tile, int(turns[i]))
-            out[i] = tile
-    x: np.ndarray | None = None
-    if config.hed_alpha or config.hed_beta:
-        alpha = rng.uniform(1 - config.hed_alpha, 1 + config.hed_alpha, (n, 1, 1, 3))
-        beta = rng.uniform(-config.hed_beta, config.hed_beta, (n, 1, 1, 3))
-        x = hed_jitter(out, alpha, beta)  # float32 in [0, 1]
-    if config.brightness or config.contrast or config.saturation:
-        if x is None:
-            x = out.astype(np.float32) / 255.0
-        if config.brightness:
-            x *= rng.uniform(1 - config.brightness, 1 + config.brightness, (n, 1, 1, 1)).astype(np.float32)
-        if config.contrast:
-            c = rng.uniform(1 - config.contrast, 1 + config.contrast, (n, 1, 1, 1)).astype(np.float32)
-            mean = x.mean(axis=(1, 2, 3), keepdims=True)
-            x = (x - mean) * c + mean
-        if config.saturation:
-            s = rng.uniform(1 - config.saturation, 1 + config.saturation, (n, 1, 1, 1)).astype(np.float32)
-            grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
-            x = (x - grey[..., None]) * s + grey[..., None]
-    if x is not None:
-        out = np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if n == 0 or not (config.flips or config.rot90):
+        return np.array(tiles, copy=True)
+    flip_h = rng.random(n) < 0.5 if config.flips else np.zeros(n, bool)
+    flip_v = rng.random(n) < 0.5 if config.flips else np.zeros(n, bool)
+    turns = rng.integers(0, 4, n) if config.rot90 else np.zeros(n, int)
+    pixels = np.ascontiguousarray(tiles).view(f"V{tiles.shape[-1]}")[..., 0]  # (N, H, W)
+    out = np.empty_like(pixels)
+    transform = flip_h * 8 + flip_v * 4 + turns
+    for code in np.unique(transform):
+        index = np.flatnonzero(transform == code)
+        group = pixels[index]
+        if code & 8:
+            group = group[:, :, ::-1]
+        if code & 4:
+            group = group[:, ::-1]
+        out[index] = np.rot90(group, int(code & 3), axes=(1, 2))
+    return out[..., None].view(np.uint8)
+
+
+def draw_params(n: int, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+    """(n, N_PARAMS) float32 colour and blur parameters of n tiles; IDENTITY rows where switched off."""
+    params = np.tile(IDENTITY, (n, 1))
+    if config.hed_alpha:
+        params[:, ALPHA] = rng.uniform(1 - config.hed_alpha, 1 + config.hed_alpha, (n, 3))
+    if config.hed_beta:
+        params[:, BETA] = rng.uniform(-config.hed_beta, config.hed_beta, (n, 3))
+    for column, strength in ((BRIGHTNESS, config.brightness), (CONTRAST, config.contrast),
+                             (SATURATION, config.saturation)):
+        if strength:
+            params[:, column] = rng.uniform(1 - strength, 1 + strength, n)
     if config.blur_probability and config.blur_sigma_px > 0.1:
         blurred = rng.random(n) < config.blur_probability
-        sigmas = rng.uniform(0.1, config.blur_sigma_px, n)
-        for i in np.flatnonzero(blurred):
-            out[i] = gaussian_filter(out[i], sigma=(sigmas[i], sigmas[i], 0), mode="reflect")
+        params[:, BLUR_SIGMA] = np.where(blurred, rng.uniform(0.1, config.blur_sigma_px, n), 0.0)
+    return params
+
+
+def augment_bag(tiles: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The loader's share for one bag: (geometrically augmented uint8 tiles, their parameter table)."""
+    tiles = geometric(tiles, rng, config)
+    return tiles, draw_params(len(tiles), rng, config)
+
+
+# --- module side: torch, whole batch, any device ---------------------------------------------------
+
+def _matrix(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.float32, device=like.device)
+
+
+def _mix(x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+    """`pixel @ matrix (+ offset)` for every pixel of (N, 3, H, W) x; matrix (3, 3) or per tile (N, 3, 3)."""
+    n, c, h, w = x.shape
+    flat = x.reshape(n, c, h * w)
+    if offset is None:
+        return torch.matmul(matrix.transpose(-1, -2), flat).reshape(n, -1, h, w)
+    return torch.baddbmm(offset.reshape(n, -1, 1), matrix.transpose(-1, -2).expand(n, 3, 3), flat).reshape(n, -1, h, w)
+
+
+def rgb_to_hed(rgb: torch.Tensor) -> torch.Tensor:
+    """scikit-image's `rgb2hed`, batched: (N, 3, H, W) float RGB in [0, 1] -> HED stains (N, 3, H, W)."""
+    od = torch.log(rgb.clamp_min(1e-6))  # the division by log(1e-6) is folded into the matrix
+    return _mix(od, _matrix(hed_from_rgb / _LOG_ADJUST, rgb)).clamp_min_(0)
+
+
+def hed_to_rgb(stains: torch.Tensor) -> torch.Tensor:
+    """scikit-image's `hed2rgb`, batched: (N, 3, H, W) HED stains -> RGB in [0, 1]."""
+    return _mix(stains, _matrix(rgb_from_hed * _LOG_ADJUST, stains)).exp_().clamp_(0, 1)
+
+
+def hed_jitter(rgb: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """`hed2rgb(rgb2hed(rgb) * alpha + beta)`; alpha, beta (N, 3) per tile and stain."""
+    stains = rgb_to_hed(rgb)
+    return hed_to_rgb(torch.addcmul(beta[:, :, None, None], stains, alpha[:, :, None, None]))
+
+
+def colour_jitter(rgb: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor,
+                  saturation: torch.Tensor) -> torch.Tensor:
+    """Brightness x b, contrast (x - mean) * c + mean, saturation (x - grey) * s + grey, clipped to [0, 1].
+
+    The three are one affine map per tile (grey weights sum to 1, so saturation keeps the mean):
+    x -> b c S x + b (1 - c) mean, S = s I + (1 - s) 1 greyᵀ; one batched matmul instead of nine passes.
+    """
+    n = len(rgb)
+    grey = _matrix(np.array(_GREY), rgb)
+    eye = torch.eye(3, device=rgb.device)
+    s = saturation.view(n, 1, 1)
+    sat = s * eye + (1 - s) * grey.view(1, 1, 3).expand(n, 3, 3)  # (N, 3, 3), row c: output channel c
+    scale = (brightness * contrast).view(n, 1, 1)
+    shift = brightness * (1 - contrast) * rgb.mean(dim=(1, 2, 3))
+    return _mix(rgb, (scale * sat).transpose(1, 2), shift.view(n, 1).expand(n, 3)).clamp_(0, 1)
+
+
+def blur_matrices(sigma: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, size, size) row-normalised Gaussian matrices, edges mirrored as scipy's mode="reflect";
+    sigma 0 gives the identity. `matrix @ column` blurs a column; no truncation, so no radius to pick."""
+    i = torch.arange(size, device=sigma.device, dtype=torch.float32)
+    rows, cols = i.view(-1, 1), i.view(1, -1)
+    # source col reached from row by offset t directly, or mirrored at the first or the last pixel
+    offsets = torch.stack([cols - rows, -cols - 1 - rows, 2 * size - 1 - rows - cols])  # (3, size, size)
+    sig = sigma.clamp_min(1e-3).view(-1, 1, 1, 1)
+    # exponents clamped above float32's denormals (slow to compute), far below any weight that counts
+    weights = torch.exp((-0.5 * (offsets / sig) ** 2).clamp_min_(-80.0)).sum(dim=1)
+    return weights / weights.sum(dim=-1, keepdim=True)
+
+
+def gaussian_blur(rgb: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Each (3, H, W) tile blurred with its own sigma (px), separably: G_h @ x @ G_wᵀ."""
+    _, _, h, w = rgb.shape
+    rows, cols = blur_matrices(sigma, h), blur_matrices(sigma, w)
+    return torch.matmul(torch.matmul(rows[:, None], rgb), cols[:, None].transpose(-1, -2))
+
+
+def _picks_tiles(x: torch.Tensor) -> bool:
+    """Compute only the tiles an op changes? On the CPU yes; on a GPU computing all is cheaper than
+    waiting for the device to say which."""
+    return x.device.type == "cpu"
+
+
+def _where_active(x: torch.Tensor, active: torch.Tensor, op: Callable[..., torch.Tensor],
+                  *args: torch.Tensor) -> torch.Tensor:
+    """op(x, *args) on the tiles where `active` (args: per-tile parameters), the others unchanged bit for bit."""
+    if not _picks_tiles(x):
+        return torch.where(active.view(-1, 1, 1, 1), op(x, *args), x)
+    if bool(active.all()):
+        return op(x, *args)
+    index = active.nonzero().squeeze(1)
+    if len(index) == 0:
+        return x
+    out = x.clone()
+    out[index] = op(x[index], *(a[index] for a in args))
     return out
+
+
+def augment_batch(tiles: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Apply `draw_params` tables to a batch: (N, H, W, 3) uint8 + (N, N_PARAMS) -> (N, H, W, 3) float32
+    RGB in [0, 255] (what `tiles_to_tensor` takes), computed in float32 even under autocast."""
+    with torch.autocast(device_type=tiles.device.type, enabled=False):
+        x = tiles.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format, copy=True).div_(255.0)
+        p = params.to(device=x.device, dtype=torch.float32)
+        identity = _matrix(IDENTITY, x)
+        hed = (p[:, :6] != identity[:6]).any(dim=1)
+        colour = (p[:, 6:9] != identity[6:9]).any(dim=1)
+        x = _where_active(x, hed, hed_jitter, p[:, ALPHA], p[:, BETA])
+        x = _where_active(x, colour, colour_jitter, p[:, BRIGHTNESS], p[:, CONTRAST], p[:, SATURATION])
+        x = _where_active(x, p[:, BLUR_SIGMA] > 0, gaussian_blur, p[:, BLUR_SIGMA])
+        return x.mul_(255.0).permute(0, 2, 3, 1)

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from wsi_prognosis.errors import TrainingError
-from wsi_prognosis.models.augment import AugmentConfig, augment_tiles
+from wsi_prognosis.models.augment import AugmentConfig, augment_bag
 from wsi_prognosis.slides import TileReader
 from wsi_prognosis.tiling import GridSpec, open_tile_store, tile_store_path
 
@@ -150,7 +150,9 @@ def _item_rng() -> np.random.Generator:
 
 
 class TrainBags(Dataset):
-    """Item k: a random bag of `bag_size` tiles of slide k % n, augmented; (tiles uint8, y, slide index)."""
+    """Item k: a random bag of `bag_size` tiles of slide k % n, flipped and rotated, with the colour and
+    blur parameters the module applies batched (`augment.augment_batch`); (tiles uint8, y, slide index,
+    params (bag_size, N_PARAMS) float32)."""
 
     def __init__(self, bags: list[SlideBag], config: DataConfig) -> None:
         self.bags = bags
@@ -160,16 +162,16 @@ class TrainBags(Dataset):
     def __len__(self) -> int:
         return len(self.bags) * self.config.bags_per_slide
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
         i = k % len(self.bags)
         bag = self.bags[i]
         rng = _item_rng()
         size = self.config.bag_size
         index = rng.choice(bag.n_tiles, size=size, replace=bag.n_tiles < size)
         tiles = self.pixels.read(i, np.sort(index))
-        if self.config.augment.enabled:
-            tiles = augment_tiles(tiles, rng, self.config.augment)
-        return torch.from_numpy(np.ascontiguousarray(tiles)), torch.tensor(bag.y, dtype=torch.float32), i
+        tiles, params = augment_bag(tiles, rng, self.config.augment)  # identity params when switched off
+        return (torch.from_numpy(np.ascontiguousarray(tiles)), torch.tensor(bag.y, dtype=torch.float32), i,
+                torch.from_numpy(params))
 
 
 def eval_tile_index(n_tiles: int, max_tiles: int) -> np.ndarray:

@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from wsi_prognosis.models.augment import augment_batch
 from wsi_prognosis.models.backbone import Preprocessing, build_backbone, tiles_to_tensor
 from wsi_prognosis.models.metrics import tuning_metrics
 from wsi_prognosis.models.pooling import pool_tile_logits
@@ -50,18 +51,22 @@ class MilModule(pl.LightningModule):
         self.last_tune_scores: Any = None   # DataFrame of the latest tuning epoch (slide_id, ..., score)
 
     def tile_logits(self, tiles_uint8: torch.Tensor) -> torch.Tensor:
-        """(N, H, W, 3) uint8 -> (N,) logits."""
+        """(N, H, W, 3) uint8 (or float in [0, 255]) -> (N,) logits."""
         return self.backbone(tiles_to_tensor(tiles_uint8, self.prep)).float().reshape(-1)
 
-    def forward(self, bags_uint8: torch.Tensor) -> torch.Tensor:
-        """(B, N, H, W, 3) uint8 bags -> (B,) slide probabilities."""
+    def forward(self, bags_uint8: torch.Tensor, augment: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, H, W, 3) uint8 bags -> (B,) slide probabilities; `augment` (B, N, N_PARAMS) colour and
+        blur parameters from the loader (training only), applied to the whole batch at once."""
         b, n = bags_uint8.shape[:2]
-        logits = self.tile_logits(bags_uint8.reshape(b * n, *bags_uint8.shape[2:])).reshape(b, n)
-        return pool_tile_logits(logits, **self.pooling)
+        tiles = bags_uint8.reshape(b * n, *bags_uint8.shape[2:])
+        if augment is not None:
+            tiles = augment_batch(tiles, augment.reshape(b * n, -1))
+        return pool_tile_logits(self.tile_logits(tiles).reshape(b, n), **self.pooling)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        tiles, y, _ = batch
-        prob = self(tiles).clamp(1e-6, 1 - 1e-6)
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        """batch: (tiles, y, slide index, augmentation parameters or None), as `data.TrainBags` makes them."""
+        tiles, y, _, augment = batch
+        prob = self(tiles, augment).clamp(1e-6, 1 - 1e-6)
         loss = F.binary_cross_entropy(prob, y.float())
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         return loss
