@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -45,11 +46,6 @@ class AugmentConfig:
     saturation: float = 0.1        # blend with grey by U(1 - s, 1 + s)
     blur_probability: float = 0.2  # share of tiles blurred ...
     blur_sigma_px: float = 0.8     # ... with sigma U(0.1, this), in tile pixels
-
-    @property
-    def enabled(self) -> bool:
-        return any([self.flips, self.rot90, self.hed_alpha, self.hed_beta, self.brightness, self.contrast,
-                    self.saturation, self.blur_probability])
 
 
 # --- loader side: numpy, one bag, one Generator ---------------------------------------------------
@@ -104,40 +100,60 @@ def augment_bag(tiles: np.ndarray, rng: np.random.Generator, config: AugmentConf
 
 
 # --- module side: torch, whole batch, any device ---------------------------------------------------
+# Memory-bound on a CPU (a few MB per pass over the batch), so the ops work in place where they can
+# and on RGB in [0, `peak`]: tiles stay 0-255 from the uint8 conversion on, the scale lives in offsets.
 
 def _matrix(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(values, dtype=torch.float32, device=like.device)
 
 
-def _mix(x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
-    """`pixel @ matrix (+ offset)` for every pixel of (N, 3, H, W) x; matrix (3, 3) or per tile (N, 3, 3)."""
+def _mix(x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """`pixel @ matrix + offset` for every pixel of (N, 3, H, W) contiguous x; matrix (3, 3) or per tile
+    (N, 3, 3), offset (3,) or (N, 3); into `out` (not x) when given."""
     n, c, h, w = x.shape
-    flat = x.reshape(n, c, h * w)
-    if offset is None:
-        return torch.matmul(matrix.transpose(-1, -2), flat).reshape(n, -1, h, w)
-    return torch.baddbmm(offset.reshape(n, -1, 1), matrix.transpose(-1, -2).expand(n, 3, 3), flat).reshape(n, -1, h, w)
+    flat = x.view(n, c, h * w)
+    target = out.view(n, c, h * w) if out is not None else None
+    product = torch.baddbmm(offset.expand(n, c).unsqueeze(-1), matrix.transpose(-1, -2).expand(n, c, c), flat,
+                            out=target)
+    return product.view(n, c, h, w)
+
+
+def _stains_(rgb: torch.Tensor, peak: float) -> torch.Tensor:
+    """rgb2hed of rgb / peak; overwrites rgb (with its log)."""
+    od = rgb.clamp_min_(1e-6 * peak).log_()  # - log(peak) and / log(1e-6) are folded into the mix
+    matrix = hed_from_rgb / _LOG_ADJUST
+    return _mix(od, _matrix(matrix, rgb), _matrix(-math.log(peak) * matrix.sum(axis=0), rgb)).clamp_min_(0)
+
+
+def _rgb_(stains: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, peak: float,
+          out: torch.Tensor | None = None) -> torch.Tensor:
+    """peak * hed2rgb(stains * alpha + beta), alpha and beta (N, 3); the scale and shift fold into a
+    matrix and offset per tile."""
+    matrix = _matrix(rgb_from_hed * _LOG_ADJUST, stains)
+    offset = beta @ matrix + math.log(peak)
+    return _mix(stains, alpha.unsqueeze(-1) * matrix, offset, out=out).exp_().clamp_(0, peak)
 
 
 def rgb_to_hed(rgb: torch.Tensor) -> torch.Tensor:
     """scikit-image's `rgb2hed`, batched: (N, 3, H, W) float RGB in [0, 1] -> HED stains (N, 3, H, W)."""
-    od = torch.log(rgb.clamp_min(1e-6))  # the division by log(1e-6) is folded into the matrix
-    return _mix(od, _matrix(hed_from_rgb / _LOG_ADJUST, rgb)).clamp_min_(0)
+    return _stains_(rgb.clone(), 1.0)
 
 
 def hed_to_rgb(stains: torch.Tensor) -> torch.Tensor:
     """scikit-image's `hed2rgb`, batched: (N, 3, H, W) HED stains -> RGB in [0, 1]."""
-    return _mix(stains, _matrix(rgb_from_hed * _LOG_ADJUST, stains)).exp_().clamp_(0, 1)
+    ones = torch.ones(len(stains), 3, device=stains.device)
+    return _rgb_(stains, ones, torch.zeros_like(ones), 1.0)
 
 
-def hed_jitter(rgb: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """`hed2rgb(rgb2hed(rgb) * alpha + beta)`; alpha, beta (N, 3) per tile and stain."""
-    stains = rgb_to_hed(rgb)
-    return hed_to_rgb(torch.addcmul(beta[:, :, None, None], stains, alpha[:, :, None, None]))
+def hed_jitter_(rgb: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
+    """`peak * hed2rgb(rgb2hed(rgb / peak) * alpha + beta)`, alpha and beta (N, 3) per tile and stain;
+    overwrites rgb (the result lands there)."""
+    return _rgb_(_stains_(rgb, peak), alpha, beta, peak, out=rgb)
 
 
-def colour_jitter(rgb: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor,
-                  saturation: torch.Tensor) -> torch.Tensor:
-    """Brightness x b, contrast (x - mean) * c + mean, saturation (x - grey) * s + grey, clipped to [0, 1].
+def colour_jitter(rgb: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor,
+                  peak: float = 1.0) -> torch.Tensor:
+    """Brightness x b, contrast (x - mean) * c + mean, saturation (x - grey) * s + grey, clipped to [0, peak].
 
     The three are one affine map per tile (grey weights sum to 1, so saturation keeps the mean):
     x -> b c S x + b (1 - c) mean, S = s I + (1 - s) 1 greyᵀ; one batched matmul instead of nine passes.
@@ -149,7 +165,7 @@ def colour_jitter(rgb: torch.Tensor, brightness: torch.Tensor, contrast: torch.T
     sat = s * eye + (1 - s) * grey.view(1, 1, 3).expand(n, 3, 3)  # (N, 3, 3), row c: output channel c
     scale = (brightness * contrast).view(n, 1, 1)
     shift = brightness * (1 - contrast) * rgb.mean(dim=(1, 2, 3))
-    return _mix(rgb, (scale * sat).transpose(1, 2), shift.view(n, 1).expand(n, 3)).clamp_(0, 1)
+    return _mix(rgb, (scale * sat).transpose(1, 2), shift.view(n, 1).expand(n, 3)).clamp_(0, peak)
 
 
 def blur_matrices(sigma: torch.Tensor, size: int) -> torch.Tensor:
@@ -168,7 +184,8 @@ def blur_matrices(sigma: torch.Tensor, size: int) -> torch.Tensor:
 def gaussian_blur(rgb: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Each (3, H, W) tile blurred with its own sigma (px), separably: G_h @ x @ G_wᵀ."""
     _, _, h, w = rgb.shape
-    rows, cols = blur_matrices(sigma, h), blur_matrices(sigma, w)
+    rows = blur_matrices(sigma, h)
+    cols = rows if w == h else blur_matrices(sigma, w)
     return torch.matmul(torch.matmul(rows[:, None], rgb), cols[:, None].transpose(-1, -2))
 
 
@@ -180,29 +197,29 @@ def _picks_tiles(x: torch.Tensor) -> bool:
 
 def _where_active(x: torch.Tensor, active: torch.Tensor, op: Callable[..., torch.Tensor],
                   *args: torch.Tensor) -> torch.Tensor:
-    """op(x, *args) on the tiles where `active` (args: per-tile parameters), the others unchanged bit for bit."""
+    """op(x, *args) on the tiles where `active` (args: per-tile parameters), the others unchanged bit for
+    bit. op may overwrite its input, and so may this (the result may be x)."""
     if not _picks_tiles(x):
-        return torch.where(active.view(-1, 1, 1, 1), op(x, *args), x)
+        return torch.where(active.view(-1, 1, 1, 1), op(x.clone(), *args), x)
     if bool(active.all()):
         return op(x, *args)
     index = active.nonzero().squeeze(1)
-    if len(index) == 0:
-        return x
-    out = x.clone()
-    out[index] = op(x[index], *(a[index] for a in args))
-    return out
+    if len(index):
+        x[index] = op(x[index], *(a[index] for a in args))
+    return x
 
 
 def augment_batch(tiles: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """Apply `draw_params` tables to a batch: (N, H, W, 3) uint8 + (N, N_PARAMS) -> (N, H, W, 3) float32
     RGB in [0, 255] (what `tiles_to_tensor` takes), computed in float32 even under autocast."""
     with torch.autocast(device_type=tiles.device.type, enabled=False):
-        x = tiles.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format, copy=True).div_(255.0)
+        x = tiles.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format, copy=True)
         p = params.to(device=x.device, dtype=torch.float32)
         identity = _matrix(IDENTITY, x)
         hed = (p[:, :6] != identity[:6]).any(dim=1)
         colour = (p[:, 6:9] != identity[6:9]).any(dim=1)
-        x = _where_active(x, hed, hed_jitter, p[:, ALPHA], p[:, BETA])
-        x = _where_active(x, colour, colour_jitter, p[:, BRIGHTNESS], p[:, CONTRAST], p[:, SATURATION])
+        x = _where_active(x, hed, partial(hed_jitter_, peak=255.0), p[:, ALPHA], p[:, BETA])
+        x = _where_active(x, colour, partial(colour_jitter, peak=255.0), p[:, BRIGHTNESS], p[:, CONTRAST],
+                          p[:, SATURATION])
         x = _where_active(x, p[:, BLUR_SIGMA] > 0, gaussian_blur, p[:, BLUR_SIGMA])
-        return x.mul_(255.0).permute(0, 2, 3, 1)
+        return x.permute(0, 2, 3, 1)
