@@ -93,3 +93,34 @@ def test_a_failing_read_fails_only_its_slide():
     assert "Bogus marker" in got["s1"].error and got["s1"].logits == {}
     assert not got["s0"].error and not got["s2"].error
     assert got["s2"].logits["40x"].shape == (1, 17)
+
+
+
+def test_a_failed_run_leaves_no_reader_process_behind():
+    """When a run fails mid-way, its reader processes are stopped before the error reaches the caller:
+    a live worker still registered with torch's SIGCHLD handler makes "DataLoader worker exited
+    unexpectedly" strike inside the caller's recovery code when it dies. Here the failure comes
+    from the consumer, and the test kills any reader process still alive, as a crash would.
+    """
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    config = EngineConfig(device="cpu", batch_tiles=1, workers=1, prefetch_batches=2)
+
+    def fail(_: int) -> None:
+        raise OSError("the consumer failed")
+
+    with pytest.raises(OSError, match="consumer failed") as failure:
+        list(run_jobs(jobs(n_slides=2), EnsembleRunner(members(), config), config, progress=fail))
+    assert failure.value.__traceback__ is not None      # the failed run's frames are still referenced
+    readers = multiprocessing.active_children()
+    for child in readers:
+        os.kill(child.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:                   # bytecode for a pending SIGCHLD handler to strike in
+        time.sleep(0.01)
+    assert readers == [], "reader processes outlived the failed run"
+    again = run(config, jobs(n_slides=1))
+    assert not again["s0"].error and again["s0"].logits["40x"].shape == (1, 13)

@@ -204,6 +204,22 @@ def _check_shared_memory(jobs: Sequence[TileJob], config: EngineConfig) -> None:
         )
 
 
+def _stop_readers(batches: object) -> None:
+    """Stop the loader's reader processes now, not when the iterator is garbage-collected.
+
+    After a reader process dies, torch's SIGCHLD handler raises "DataLoader worker exited
+    unexpectedly" in the main thread, at any later bytecode, for as long as the dead worker's pid
+    stays registered; the pid is unregistered when the iterator shuts its workers down. An error
+    raised inside the iterator (e.g. a connection reset while a dying worker hands over a batch)
+    keeps it alive through the traceback, in the caller's `except` block, so without this the
+    error struck inside the caller's recovery code (seen in CI, in a `log.error` call). Torch
+    offers no public call for this; the attribute is looked up, so another loader is left alone.
+    """
+    shutdown = getattr(batches, "_shutdown_workers", None)  # torch's multi-process iterator only
+    if shutdown is not None:
+        shutdown()
+
+
 def run_jobs(
     jobs: Sequence[TileJob],
     runner: EnsembleRunner,
@@ -258,21 +274,25 @@ def run_jobs(
             yield result
 
     yield from ready()
-    for i, tiles, error in loader:
-        j, start, stop = dataset.chunks[int(i)]
-        job = dataset.jobs[j]
-        result = results.setdefault(job.slide_key, SlideLogits(job.slide_key))
-        if error and not result.error:
-            result.error = error
-        if not result.error:
-            parts.setdefault((job.slide_key, job.resolution), []).append(runner.logits_on_device(job.resolution, tiles))
-            result.n_tiles += stop - start
-            if stats is not None:
-                stats.tiles += stop - start
-        if progress is not None:
-            progress(stop - start)
-        remaining[job.slide_key] -= 1
-        yield from ready()
+    batches = iter(loader)
+    try:
+        for i, tiles, error in batches:
+            j, start, stop = dataset.chunks[int(i)]
+            job = dataset.jobs[j]
+            result = results.setdefault(job.slide_key, SlideLogits(job.slide_key))
+            if error and not result.error:
+                result.error = error
+            if not result.error:
+                parts.setdefault((job.slide_key, job.resolution), []).append(runner.logits_on_device(job.resolution, tiles))
+                result.n_tiles += stop - start
+                if stats is not None:
+                    stats.tiles += stop - start
+            if progress is not None:
+                progress(stop - start)
+            remaining[job.slide_key] -= 1
+            yield from ready()
+    finally:
+        _stop_readers(batches)
     if runner.cuda:
         torch.cuda.synchronize(runner.device)
     if stats is not None:
