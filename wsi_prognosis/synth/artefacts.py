@@ -5,13 +5,10 @@ Chosen per slide independently of the risk, so they add noise, never signal.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from scipy import ndimage
 
-if TYPE_CHECKING:
-    from wsi_prognosis.synth.render import FieldSpec
+from wsi_prognosis.synth.spec import FieldSpec
 
 KINDS = ("pen", "fold", "blur_patch")
 INKS = {  # optical density per unit ink (R, G, B)
@@ -40,7 +37,7 @@ def _segment_band(h: int, w: int, p0: np.ndarray, p1: np.ndarray, half_px: float
     return box, np.hypot(xx - (p0[0] + t * d[0]), yy - (p0[1] + t * d[1]))
 
 
-def apply_transmittance(rng: np.random.Generator, spec: "FieldSpec", trans: np.ndarray, tissue: np.ndarray) -> None:
+def apply_transmittance(rng: np.random.Generator, spec: FieldSpec, trans: np.ndarray, tissue: np.ndarray) -> None:
     """Pen stroke (ink over anything) and fold (tissue doubled along a band), in place on planar
     (3, H, W) transmittance (Beer-Lambert: optical densities add, transmittances multiply)."""
     h, w = tissue.shape
@@ -67,7 +64,7 @@ def apply_transmittance(rng: np.random.Generator, spec: "FieldSpec", trans: np.n
             sub[band] = sub[band] ** 1.85 * 0.95
 
 
-def apply_rgb(rng: np.random.Generator, spec: "FieldSpec", rgb: np.ndarray) -> None:
+def apply_rgb(rng: np.random.Generator, spec: FieldSpec, rgb: np.ndarray) -> None:
     """Blurred patch (out-of-focus region), in place on planar (3, H, W) float RGB."""
     if "blur_patch" not in spec.artefacts:
         return

@@ -21,6 +21,7 @@ from scipy import ndimage
 
 from wsi_prognosis.synth import artefacts
 from wsi_prognosis.synth.morphology import ArchitectureParams, NuclearParams, architecture_params, nuclear_params
+from wsi_prognosis.synth.spec import FieldSpec
 from wsi_prognosis.synth.textures import crop, crop_many, texture_bank
 
 # stain optical-density vectors (R, G, B) per unit concentration
@@ -37,23 +38,6 @@ EPITHELIUM = 2
 LUMEN = 3
 BUD = 4
 THETA_BINS = 720
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    """What to render: size, resolution, risk, signal strengths and the lab's look."""
-
-    width_px: int
-    height_px: int
-    mpp: float
-    risk: float
-    strength_40x: float = 1.0
-    strength_10x: float = 1.0
-    tissue_fraction: float = 0.5
-    stain_scale: float = 1.0          # validation lab: OD x (1 + shift)
-    blur_um: float = 0.0              # scanner blur (Gaussian sigma, µm)
-    artefacts: tuple[str, ...] = ()   # subset of artefacts.KINDS
-    full_tissue: bool = False         # fill the field with tissue (patch bank)
 
 
 @dataclass
