@@ -62,3 +62,7 @@ class BundleError(WsiPrognosisError):
 
 class TrainingError(WsiPrognosisError):
     """Training cannot start or continue (e.g. no poor-prognosis cases)."""
+
+
+class ProtocolError(WsiPrognosisError):
+    """A validation protocol cannot be written, is not intact, or does not fit the run (wrong bundle)."""
