@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -21,17 +22,30 @@ from wsi_prognosis.errors import SlideReadError
 from wsi_prognosis.slides.direct import DEFAULT_CACHE_MB, DirectLevel, open_direct_level
 from wsi_prognosis.slides.plan import ReadPlan
 from wsi_prognosis.slides.slide import open_openslide, read_openslide_window, read_tile
-from wsi_prognosis.tiling.grid import GridSpec
+
+
+class TileGrid(Protocol):
+    """The grid values a reader needs; `tiling.GridSpec` is one (slides never imports tiling)."""
+
+    @property
+    def mpp(self) -> float: ...          # target µm/px of a tile
+    @property
+    def tile_px(self) -> int: ...
+    @property
+    def level(self) -> int: ...          # pyramid level read
+    @property
+    def downsample(self) -> float: ...   # that level's downsample
+
 
 class TileReader:
-    """Read square tiles of one grid (`GridSpec`) of one slide as RGB uint8 arrays.
+    """Read square tiles of one grid (e.g. a `tiling.GridSpec`) of one slide as RGB uint8 arrays.
 
     Picklable: the slide is opened lazily, once per process (DataLoader workers, pools).
     `direct=False` forces OpenSlide (for comparisons).
     """
 
     def __init__(
-        self, slide_path: str | Path, grid: GridSpec, slide_mpp: float, *,
+        self, slide_path: str | Path, grid: TileGrid, slide_mpp: float, *,
         cache_mb: float = DEFAULT_CACHE_MB, direct: bool = True,
     ) -> None:
         self.slide_path = Path(slide_path)

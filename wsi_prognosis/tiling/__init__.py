@@ -1,7 +1,8 @@
 """Aligned multi-resolution tile grids and the HDF5 tile store (tiles/<slide_id>.h5).
 
 `GridSpec` (pure geometry) imports nothing heavy; the store names load h5py on first use, so
-readers that only need grids (e.g. `slides.TileReader`) never import it.
+code that only needs grids (e.g. to build a `slides.TileReader`) never imports it. `slides`
+never imports `tiling`: `TileReader` takes any object with a GridSpec's read values.
 """
 
 from typing import Any
