@@ -87,6 +87,7 @@ def main() -> None:
     args = parser.parse_args()
 
     slide = args.slide or (bench_slide.build() if args.source == "textures" else synth_slide())
+    WORK.mkdir(parents=True, exist_ok=True)            # with --slide nothing has created it yet
     manifest = WORK / "bench-manifest.csv"
     manifest.write_text(f"slide_id,patient_id,path,cohort\nbenchmark,p0,{slide.resolve()},benchmark\n")
     executable = Path(sys.executable).parent / "wsi-prognosis"
