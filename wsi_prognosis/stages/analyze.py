@@ -33,7 +33,8 @@ def _tuple(value, key: str, cast=str):
 def config_from_dict(a: dict) -> AnalysisConfig:
     """The `analysis:` block as an AnalysisConfig; ConfigurationError names the bad key."""
     known = {"time_unit", "time_points", "endpoint", "covariates", "reference_marker", "reference_order",
-             "patient_aggregation", "thresholds", "bootstrap", "confidence_bands", "alpha", "ph_alpha", "seed", "primary"}
+             "patient_aggregation", "thresholds", "bootstrap", "confidence_bands", "alpha", "ph_alpha", "seed", "primary",
+             "pool", "landmarks"}
     unknown = sorted(set(a) - known)
     if unknown:
         raise ConfigurationError(f"analysis.{unknown[0]}: unknown option (known: {sorted(known)}).")
@@ -60,6 +61,8 @@ def config_from_dict(a: dict) -> AnalysisConfig:
             ph_alpha=float(a.get("ph_alpha", 0.05)),
             seed=int(a.get("seed", 0)),
             primary=primary,
+            pool=_tuple(a.get("pool"), "analysis.pool") or (),
+            landmarks=_tuple(a.get("landmarks"), "analysis.landmarks", float) or (),
         )
     except TypeError as exc:
         raise ConfigurationError(f"analysis: {exc}") from exc

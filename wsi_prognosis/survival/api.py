@@ -20,6 +20,7 @@ from wsi_prognosis.errors import ConfigurationError
 from wsi_prognosis.provenance import package_versions
 from wsi_prognosis.survival.concordance import concordance_ci, concordance_difference
 from wsi_prognosis.survival.cox import concat, cox_groups, cox_per_sd
+from wsi_prognosis.survival.evidence import extend_analysis
 from wsi_prognosis.survival.followup import median_followup
 from wsi_prognosis.survival.inputs import RISK_GROUPS, Prepared, prepare
 from wsi_prognosis.survival.km import at_risk_table, km_table
@@ -64,8 +65,12 @@ class AnalysisConfig:
     thresholds: tuple[float, float] | None = None   # re-derive risk groups from the patient score
     endpoint: str = "Cancer-specific survival"
     primary: PrimaryAnalysis = field(default_factory=PrimaryAnalysis)
+    pool: tuple[str, ...] = ()                      # cohorts pooled by random-effects meta-analysis
+    landmarks: tuple[float, ...] = ()               # KM survival per group, Uno's C and AUC at these times
 
     def __post_init__(self) -> None:
+        if any(not float(t) > 0 for t in self.landmarks):
+            raise ConfigurationError(f"analysis.landmarks={list(self.landmarks)}: need times > 0, e.g. [5].")
         points = [float(t) for t in self.time_points]
         if len(points) < 2 or points != sorted(set(points)) or points[0] < 0:
             raise ConfigurationError(
@@ -112,6 +117,7 @@ class AnalysisResult:
     unmatched: pd.DataFrame
     summary: dict
     markers: dict[str, dict] = field(default_factory=dict)  # cohort -> {"column", "levels", "labels"}
+    extra: dict[str, pd.DataFrame] = field(default_factory=dict)  # landmarks, discrimination, pooled (survival.evidence)
 
 
 def cohort_order(names: Sequence[str]) -> list[str]:
@@ -371,6 +377,7 @@ def analyze(scores: pd.DataFrame, clinical: pd.DataFrame, config: AnalysisConfig
         out = concat(tidy[key])
         return out[list(first) + [c for c in out.columns if c not in first]]
 
+    pooled, extra = extend_analysis(patients, cohorts_summary, config)  # landmarks, Uno's C, pooled
     excluded, unmatched = prepared.excluded, prepared.unmatched
     summary = {
         "cohorts": cohorts_summary,
@@ -389,8 +396,10 @@ def analyze(scores: pd.DataFrame, clinical: pd.DataFrame, config: AnalysisConfig
         "bootstrap": {"n": config.n_bootstrap, "seed": config.seed},
         "confidence_level": 1 - config.alpha,
         "notes": prepared.notes,
-        "versions": package_versions(("lifelines", "pandas", "numpy", "scipy", "matplotlib")),
+        "versions": package_versions(("lifelines", "pandas", "numpy", "scipy", "matplotlib", "statsmodels", "scikit-survival")),
     }
+    if pooled is not None:
+        summary["pooled"] = pooled
     return AnalysisResult(
         config=config,
         patients=patients,
@@ -406,6 +415,7 @@ def analyze(scores: pd.DataFrame, clinical: pd.DataFrame, config: AnalysisConfig
         unmatched=unmatched,
         summary=summary,
         markers=markers,
+        extra=extra,
     )
 
 

@@ -16,6 +16,7 @@ from wsi_prognosis.atomic import atomic_path, write_text_atomic
 from wsi_prognosis.survival.api import marker_strings
 from wsi_prognosis.survival.km import GROUP_LABELS, plot_km, save_figure
 from wsi_prognosis.survival.report import fmt_hr, p_text, render_report
+from wsi_prognosis.survival.study_report import write_study_figures
 
 AT_RISK_CSV_COLUMNS = ["cohort", "group", "time", "at_risk", "events"]
 TABLES = ("cohorts", "groups", "km", "cox", "logrank", "concordance", "ph", "excluded", "unmatched", "patients")
@@ -103,7 +104,11 @@ def write_analysis(result, out_dir: str | Path) -> dict[str, Path]:
     for name in TABLES:
         _write_csv(getattr(result, name), tables_dir / f"{name}.csv")
         paths[name] = tables_dir / f"{name}.csv"
+    for name, table in result.extra.items():  # landmarks, discrimination, pooled (survival.evidence)
+        _write_csv(table, tables_dir / f"{name}.csv")
+        paths[name] = tables_dir / f"{name}.csv"
     figures = write_figures(result, out_dir)
+    figures.update(write_study_figures(result, out_dir))  # forest plot of the pooled analysis
     write_text_atomic(out_dir / "report.html", render_report(result, figures))
     paths["report"] = out_dir / "report.html"
     return paths

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from wsi_prognosis.survival.study_report import cohort_label, landmarks_html, pooled_html, protocol_box_html
+
 _CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1100px;margin:24px auto;
  padding:0 16px;color:#222;line-height:1.4}
@@ -153,7 +155,7 @@ def _overview_html(summary: dict) -> str:
 
 def _cohort_html(name: str, c: dict, result, figures: dict, primary: bool) -> str:
     unit = result.summary["time_unit"]
-    out = [f'<h2 id="{_e(name)}">{_e(name)} cohort{" (primary)" if primary else ""}</h2>']
+    out = [f'<h2 id="{_e(name)}">{_e(name)} cohort{" (primary)" if primary else ""}{cohort_label(name, result.summary)}</h2>']
     fu = f"{c['median_followup']:.1f} {unit}" if c["median_followup"] is not None else \
         f'<span class="na">{_e(c["not_estimable"].get("median_followup", ""))}</span>'
     shares = ", ".join(f"{g} {c['counts'][g]} ({fmt_share(c['shares'][g])})" for g in ("good", "uncertain", "poor"))
@@ -184,6 +186,7 @@ def _cohort_html(name: str, c: dict, result, figures: dict, primary: bool) -> st
         out.append(f'<h3>Reference marker: {_e(m["name"])}</h3><p>C-index {fmt_c(m["c_index"])}; '
                    f'difference score − {_e(m["name"])}: {fmt_c(m["c_index_difference"])} '
                    f'(same {m["n"]} patients; {m["missing"]} without {_e(m["name"])}). Log-rank p = {fmt_p(m["logrank_p"])}.</p>')
+    out.append(landmarks_html(c, unit, result.summary["endpoint"]))
         out.append("<table><tr><th class='l'>comparison</th><th class='l'>HR (95 % CI)</th></tr>" + "".join(
             f'<tr><td class="l">{_e(t.replace("_", " "))}</td><td class="l">{fmt_hr(h)}</td></tr>' for t, h in m["hr"].items()
         ) + "</table>")
@@ -212,7 +215,8 @@ def render_report(result, figures: dict[str, list[tuple[Path, str]]], title: str
             f'<p class="sub">Endpoint: {_e(s["endpoint"])}; time in {_e(s["time_unit"])}; '
             f'{100 * s["confidence_level"]:.0f} % confidence intervals; C-index CIs from {s["bootstrap"]["n"]} bootstrap samples '
             f'(seed {s["bootstrap"]["seed"]}). Generated {time.strftime("%Y-%m-%d %H:%M")}.</p>',
-            _primary_html(s), "<h2>Overview</h2>", _overview_html(s), "<h2>Patients analysed</h2>", _accounting_html(result)]
+            protocol_box_html(s) or _primary_html(s), "<h2>Overview</h2>", _overview_html(s),
+            pooled_html(s, figures), "<h2>Patients analysed</h2>", _accounting_html(result)]
     body += [_cohort_html(name, s["cohorts"][name], result, figures, name == primary) for name in order]
     versions = ", ".join(f"{k} {v}" for k, v in s["versions"].items())
     body.append(f"<footer>{_e(versions)}</footer>")
