@@ -23,6 +23,7 @@ STAGES: dict[str, str] = {
     "merge": "join the outputs of sharded score runs into one scores.csv",
     "analyze": "Kaplan-Meier, log-rank, Cox and C-index per cohort -> report.html, summary.json",
     "demo": "run the whole flow on a synthetic cohort",
+    "review": "serve a scored batch to the browser: batch page + deep-zoom viewer with the heatmap (localhost)",
 }
 
 USAGE = "usage: wsi-prognosis <stage> [key=value ...] [--multirun] [--help]"

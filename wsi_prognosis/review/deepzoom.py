@@ -1,0 +1,219 @@
+"""Deep-zoom tiles of the scored slides: OpenSlide's `DeepZoomGenerator`, JPEG, two LRU caches.
+
+- The server process keeps a small LRU of open slides (`SlideCache`) for the pyramid geometry:
+  the DZI descriptor and the tile grid of every level, against which a URL's level, column and
+  row are checked before any pixel is read (out of range -> None -> 404).
+- A pool of worker processes (`TileService`, spawn start method) reads and JPEG-encodes tiles;
+  each worker keeps its own LRU of open slides. Encoding is CPU work that holds the GIL in PIL
+  and openslide, so processes, not threads, let two cores encode two tiles at once.
+- Encoded tiles are kept in an LRU by bytes (`BytesLRU`), so panning back is free.
+
+Only the main image pyramid is ever read: never `associated_images` (label, macro, thumbnail)
+and never `properties` beyond what the geometry needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import multiprocessing
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TILE_SIZE = 254       # + 1 px overlap on each side: 256-px JPEGs inside the pyramid
+OVERLAP = 1
+JPEG_QUALITY = 80
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The deep-zoom pyramid of one slide (what the DZI says, and what a tile URL may ask)."""
+
+    dimensions: tuple[int, int]
+    level_tiles: tuple[tuple[int, int], ...]   # (columns, rows) per deep-zoom level
+    dzi: str
+
+    def valid(self, level: int, col: int, row: int) -> bool:
+        if not 0 <= level < len(self.level_tiles):
+            return False
+        cols, rows = self.level_tiles[level]
+        return 0 <= col < cols and 0 <= row < rows
+
+
+class BytesLRU:
+    """A thread-safe LRU of bytes values bounded by their total size."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> bytes | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: Hashable, value: bytes) -> None:
+        if len(value) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self._size -= len(old)
+            self._data[key] = value
+            self._size += len(value)
+            while self._size > self.max_bytes and self._data:
+                _, dropped = self._data.popitem(last=False)
+                self._size -= len(dropped)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._size = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class _OpenSlides:
+    """LRU of (OpenSlide, DeepZoomGenerator) by path; closes what it drops. Not thread-safe by itself."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self._open: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
+
+    def get(self, path: str) -> Any:
+        item = self._open.get(path)
+        if item is not None:
+            self._open.move_to_end(path)
+            return item[1]
+        import openslide
+        from openslide.deepzoom import DeepZoomGenerator
+
+        handle = openslide.OpenSlide(path)
+        dz = DeepZoomGenerator(handle, tile_size=TILE_SIZE, overlap=OVERLAP, limit_bounds=False)
+        self._open[path] = (handle, dz)
+        while len(self._open) > self.capacity:
+            _, (old, _) = self._open.popitem(last=False)
+            old.close()
+        return dz
+
+    def close(self) -> None:
+        for handle, _ in self._open.values():
+            handle.close()
+        self._open.clear()
+
+
+class SlideCache:
+    """The server process's open slides, for geometry only (thread-safe)."""
+
+    def __init__(self, capacity: int = 16) -> None:
+        self._slides = _OpenSlides(capacity)
+        self._geometry: dict[str, Geometry] = {}
+        self._lock = threading.Lock()
+
+    def geometry(self, path: Path) -> Geometry:
+        key = str(path)
+        with self._lock:
+            cached = self._geometry.get(key)
+            if cached is not None:
+                return cached
+            dz = self._slides.get(key)
+            geometry = Geometry(dimensions=tuple(dz.level_dimensions[-1]),
+                                level_tiles=tuple(tuple(t) for t in dz.level_tiles), dzi=dz.get_dzi("jpeg"))
+            self._geometry[key] = geometry
+            return geometry
+
+    def close(self) -> None:
+        with self._lock:
+            self._slides.close()
+            self._geometry.clear()
+
+
+# ------------------------------------------------------------------ worker side
+
+_WORKER_SLIDES: _OpenSlides | None = None
+
+
+def _init_worker(capacity: int) -> None:
+    global _WORKER_SLIDES
+    try:
+        os.nice(5)  # tiles for a person are latency work, but never starve the machine's other jobs
+    except OSError:
+        pass
+    _WORKER_SLIDES = _OpenSlides(capacity)
+
+
+def _ping() -> int:
+    return os.getpid()
+
+
+def render_tile(path: str, level: int, col: int, row: int, quality: int = JPEG_QUALITY) -> bytes:
+    """One deep-zoom tile as JPEG bytes (runs in a worker; also callable in-process)."""
+    global _WORKER_SLIDES
+    if _WORKER_SLIDES is None:
+        _WORKER_SLIDES = _OpenSlides(8)
+    image = _WORKER_SLIDES.get(path).get_tile(level, (col, row))
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+class TileService:
+    """Validated, cached, pooled deep-zoom tiles. `workers=0` renders in the calling thread (tests)."""
+
+    def __init__(self, workers: int = 2, slide_cache: int = 16, tile_cache_mb: int = 256,
+                 quality: int = JPEG_QUALITY) -> None:
+        self.slides = SlideCache(slide_cache)
+        self.tiles = BytesLRU(tile_cache_mb * 1024 * 1024)
+        self.quality = quality
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        if workers > 0:
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init_worker, initargs=(slide_cache,))
+
+    def warm_up(self) -> None:
+        """Start the worker processes now, not on the first tile a pathologist asks for."""
+        if self._pool is not None:
+            for future in [self._pool.submit(_ping) for _ in range(self.workers)]:
+                future.result()
+
+    async def tile(self, slide_id: str, path: Path, level: int, col: int, row: int) -> bytes | None:
+        """JPEG bytes, or None when (level, col, row) is outside the slide's pyramid."""
+        loop = asyncio.get_running_loop()
+        geometry = await loop.run_in_executor(None, self.slides.geometry, path)
+        if not geometry.valid(level, col, row):
+            return None
+        key = (slide_id, level, col, row)
+        cached = self.tiles.get(key)
+        if cached is not None:
+            return cached
+        if self._pool is None:
+            data = await loop.run_in_executor(None, render_tile, str(path), level, col, row, self.quality)
+        else:
+            data = await asyncio.wrap_future(self._pool.submit(render_tile, str(path), level, col, row, self.quality))
+        self.tiles.put(key, data)
+        return data
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self.slides.close()
