@@ -61,3 +61,35 @@ def serve(app: Any, sock: socket.socket, *, log_level: str = "warning") -> None:
 
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", server_header=False)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+class BackgroundServer:
+    """The app served on a thread (tests, benchmarks, notebooks): `with BackgroundServer(app) as s: s.url`."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        import threading
+
+        import uvicorn
+
+        self.sock = bind(host, port)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
+                                       name="review-server")
+
+    def __enter__(self) -> BackgroundServer:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not self.server.started:
+            raise ReviewError("review: the background server did not start within 30 s")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
