@@ -22,6 +22,8 @@ STAGES: dict[str, str] = {
     "score": "score slides with a bundle -> scores.csv, patient_scores.csv, heatmaps, GeoJSON",
     "merge": "join the outputs of sharded score runs into one scores.csv",
     "analyze": "Kaplan-Meier, log-rank, Cox and C-index per cohort -> report.html, summary.json",
+    "protocol": "lock the validation protocol (primary analysis, bundle, thresholds) before the external cohort",
+    "plan": "events, patients and external cohorts the validation needs (Schoenfeld, resampled power curve)",
     "demo": "run the whole flow on a synthetic cohort",
     "review": "serve a scored batch to the browser: batch page + deep-zoom viewer with the heatmap (localhost)",
 }

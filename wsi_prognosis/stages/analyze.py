@@ -73,7 +73,14 @@ def run(cfg: DictConfig) -> dict:
     for key in ("scores", "clinical", "out"):
         if OmegaConf.is_missing(cfg, key):
             raise ConfigurationError(f"`{key}` is required: wsi-prognosis analyze scores=CSV clinical=CSV out=DIR")
-    config = config_from_dict(OmegaConf.to_container(cfg.get("analysis") or {}, resolve=True))
+    study = None  # protocol=FILE: verified before anything is computed; its locked configuration applies
+    if cfg.get("protocol"):
+        from wsi_prognosis.study.protocol import ProtocolRun
+
+        study = ProtocolRun(cfg.protocol, cfg.scores, OmegaConf.to_container(cfg.get("analysis") or {}, resolve=True))
+        for deviation in study.deviations:
+            log.warning("deviation from protocol %s: %s", study.protocol["id"][:16], deviation)
+    config = study.config if study else config_from_dict(OmegaConf.to_container(cfg.get("analysis") or {}, resolve=True))
     out = Path(cfg.out)
     scores = read_table(cfg.scores, "scores")
     clinical = read_table(cfg.clinical, "clinical")
@@ -86,7 +93,12 @@ def run(cfg: DictConfig) -> dict:
         log.warning("%s", note)
     paths = write_analysis(result, out)
     write_run_record(out, "analyze", OmegaConf.to_container(cfg, resolve=True),
-                     inputs={"scores": cfg.scores, "clinical": cfg.clinical}, seed=config.seed,
+                     inputs={"scores": cfg.scores, "clinical": cfg.clinical,
+                             **({"protocol": cfg.protocol} if study else {})}, seed=config.seed,
                      extra={"outputs": {k: str(v) for k, v in paths.items()}})
     log.info("report: %s", paths["report"])
     return s
+    if study:
+        study.check_clinical(list(clinical.columns), cfg.clinical)
+    if study:
+        result.summary["protocol"] = study.summary(result.summary)
