@@ -13,11 +13,12 @@ RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/wsi-prognosis
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY wsi_prognosis ./wsi_prognosis
-# Same order and pins as the Makefile: torch first, then the package with its pyproject dependencies.
-RUN pip install torch==2.14.1 torchvision==0.29.1 \
-    && pip install .
+# Same order and pins as the Makefile: torch first, then the package with its pyproject dependencies,
+# both held to the tested versions in constraints.txt.
+RUN pip install -c constraints.txt torch==2.14.1 torchvision==0.29.1 \
+    && pip install -c constraints.txt .
 
 WORKDIR /work
 ENTRYPOINT ["wsi-prognosis"]
