@@ -169,6 +169,7 @@ def _finish_slide(
 
     from wsi_prognosis.models import pool_tile_logits
     from wsi_prognosis.scoring.exports import TileScores
+    from wsi_prognosis.scoring.shift import slide_tile_stats
 
     row = plan.row
     if result.error:
@@ -197,6 +198,8 @@ def _finish_slide(
         "key": plan.key, "bundle_id": bundle.id, "status": "ok", "error": "", "score": score, "members": ordered,
         "n_tiles": {res: int(len(c)) for res, c in plan.coords.items()}, "mpp": plan.slide_mpp,
         "tile_store": str(plan.store_path), "exports": exports, "export_error": export_error,
+        # colour / sharpness of a fixed tile subsample, for the domain-shift check (scoring.shift)
+        "tile_stats": slide_tile_stats(row["path"], plan.grids, plan.coords, plan.slide_mpp),
     }
 
 

@@ -68,6 +68,20 @@ def config_from_dict(a: dict) -> AnalysisConfig:
         raise ConfigurationError(f"analysis: {exc}") from exc
 
 
+def _shift(cfg: DictConfig, summary: dict, alpha: float) -> None:
+    """The domain-shift check: shares with CIs next to the tuning shares (survival.shift_report)."""
+    from wsi_prognosis.survival.shift_report import ShareShiftConfig, attach_shift, load_shift_reference
+
+    section = cfg.get("shift")
+    shift_config = ShareShiftConfig.from_mapping(None if section is None else OmegaConf.to_container(section, resolve=True))
+    block = attach_shift(summary, load_shift_reference(cfg.scores, cfg.get("bundle")), shift_config, alpha)
+    if not block["available"]:
+        log.warning("domain-shift check: %s", block["reason"])
+    for name in block["flagged"]:
+        log.warning("domain shift: cohort %r: %s (thresholds not refitted)", name,
+                    "; ".join(summary["cohorts"][name]["shift"]["reasons"]))
+
+
 def run(cfg: DictConfig) -> dict:
     """Run the analysis stage; returns the summary dict."""
     for key in ("scores", "clinical", "out"):
@@ -86,6 +100,7 @@ def run(cfg: DictConfig) -> dict:
     clinical = read_table(cfg.clinical, "clinical")
     result = analyze(scores, clinical, config)
     s = result.summary
+    _shift(cfg, s, config.alpha)
     log.info("analysed %d patient(s) in %d cohort(s); %d excluded, %d/%d unmatched (scores/clinical), %d failed slide(s)",
              s["n_analysed"], len(s["cohorts"]), s["excluded"]["n"], s["unmatched"]["in_scores_not_clinical"],
              s["unmatched"]["in_clinical_not_scores"], s["failed_slides"])

@@ -127,6 +127,20 @@ def _tuning_table(config: CalibrateConfig, bundle: Any) -> tuple[pd.DataFrame, d
     return table.reset_index(drop=True), source
 
 
+def _shift_reference(config: CalibrateConfig, table: pd.DataFrame, shares: dict[str, float]) -> dict[str, Any]:
+    """The tuning reference of the domain-shift check (`scoring.shift.build_reference`): the fitted
+    scores and shares, and the tile colour / sharpness statistics from the tuning slides' score records."""
+    from wsi_prognosis.scoring.shift import build_reference, cohort_tile_stats
+
+    records_dir = config.scores.parent if config.scores is not None else config.out / "calibration" / "scoring"
+    stats = cohort_tile_stats(records_dir, config.cohort, table["patient_id"].astype(str).tolist())
+    if not stats:
+        log.warning("no tile statistics for the %s slides in %s: the shift reference holds the scores only",
+                    config.cohort, records_dir)
+    return build_reference(table["score"].to_numpy(float), level=config.level, shares=shares, cohort=config.cohort,
+                           slide_stats=stats)
+
+
 def run(cfg: DictConfig):
     """Fit thresholds on the tuning cohort; write the calibrated bundle; return it."""
     from wsi_prognosis.calibration import assign_risk_groups, fit_thresholds
@@ -171,6 +185,7 @@ def run(cfg: DictConfig):
         "groups": per_group, "parent_bundle_id": bundle.id, "inputs": source,
         "rule": "score < low -> good; low <= score < high -> uncertain; score >= high -> poor",
     }
+    calibration["reference"] = _shift_reference(config, table, thresholds.shares)
     derived = derive_bundle(bundle, config.out, thresholds=thresholds.as_bundle(), calibration=calibration)
     write_table(table, config.out / "calibration" / f"tuning_{config.level}_scores.csv")
     write_run_record(config.out, "calibrate", OmegaConf.to_container(cfg, resolve=True),

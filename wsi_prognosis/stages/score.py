@@ -46,6 +46,7 @@ class ScoreStageConfig:
     out: Path
     cohort: str | None
     options: Any  # ScoreOptions
+    shift: Any = None  # scoring.shift.ShiftLimits: the domain-shift check's limits
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> ScoreStageConfig:
@@ -74,8 +75,10 @@ class ScoreStageConfig:
             heatmap_max_px=_int(exports.get("heatmap_max_px", 1024), "exports.heatmap_max_px", 16),
         )
         cohort = c.get("cohort")
+        from wsi_prognosis.scoring.shift import ShiftLimits
+
         return cls(Path(str(c["bundle"])), Path(str(c["manifest"])), Path(str(c["out"])),
-                   None if cohort is None else str(cohort), options)
+                   None if cohort is None else str(cohort), options, shift=ShiftLimits.from_mapping(c.get("shift")))
 
 
 def run_record_extra(bundle: Any, manifest: Path, cohort: str | None, options: Any, result: Any) -> dict[str, Any]:
@@ -112,6 +115,10 @@ def run(cfg: DictConfig):
         bundle.aggregation, config.options.patient_aggregation))
     result = score_manifest(bundle, manifest, config.out, options)
     shard = config.options.shard
+    if not shard.sharded:  # the domain-shift check, on every run (also when every slide was finished before)
+        from wsi_prognosis.scoring.shift import run_shift_check
+
+        run_shift_check(bundle, config.out, result.slides, result.patients, config.shift)
     stage = "score" if not shard.sharded else f"score.{shard.label}"
     inputs = {"bundle.json": config.bundle / "bundle.json"}
     if config.manifest.is_file():

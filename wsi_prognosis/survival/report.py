@@ -150,7 +150,13 @@ def _overview_html(summary: dict) -> str:
                     f'<td class="l">{fmt_hr(c["hr"]["poor_vs_good"])}</td><td class="l">{fmt_c(c["c_index"])}</td></tr>')
     return (f'<table><tr><th class="l">cohort</th><th>n</th><th>events</th><th>median follow-up ({_e(unit)})</th>'
             '<th>good / uncertain / poor</th><th class="l">HR poor vs good (95 % CI)</th>'
-            f'<th class="l">C-index (95 % CI)</th></tr>{"".join(rows)}</table>')
+            f'<th class="l">C-index (95 % CI)</th></tr>{"".join(rows)}</table>') + _shift_overview(summary)
+
+
+def _shift_overview(summary: dict) -> str:
+    from wsi_prognosis.survival.shift_report import shift_overview_html
+
+    return shift_overview_html(summary)
 
 
 def _cohort_html(name: str, c: dict, result, figures: dict, primary: bool) -> str:
@@ -161,6 +167,10 @@ def _cohort_html(name: str, c: dict, result, figures: dict, primary: bool) -> st
     shares = ", ".join(f"{g} {c['counts'][g]} ({fmt_share(c['shares'][g])})" for g in ("good", "uncertain", "poor"))
     out.append(f'<div class="kv"><span>n <b>{c["n"]}</b></span><span>events <b>{c["events"]}</b></span>'
                f"<span>median follow-up (reverse KM) <b>{fu}</b></span></div><p>{shares}</p>")
+    if c.get("shift"):  # the domain-shift check: shares with CIs next to the tuning shares
+        from wsi_prognosis.survival.shift_report import cohort_shift_html
+
+        out.append(cohort_shift_html(c["shift"]))
     if c["excluded"] or c["unmatched"] or c["failed_slides"]:
         out.append(f'<div class="warn">Not analysed here: {c["excluded"]} excluded, {c["unmatched"]} without clinical data, '
                    f'{c["failed_slides"]} failed slide(s).</div>')
