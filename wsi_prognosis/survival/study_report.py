@@ -8,6 +8,7 @@ plot). Each returns "" (or nothing) when its part of the summary is absent, so a
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 from wsi_prognosis.survival.landmarks import landmark_line
@@ -85,7 +86,8 @@ def landmarks_html(c: dict, unit: str, endpoint: str) -> str:
     lm = c.get("landmarks")
     if not lm:
         return ""
-    short = "".join(w[0] for w in endpoint.split()).upper() if len(endpoint.split()) > 1 else endpoint
+    words = [w for w in re.split(r"[\s-]+", endpoint) if w]
+    short = "".join(w[0] for w in words).upper() if len(words) > 1 else endpoint  # Cancer-specific survival: CSS
     lines = [f"<li>{_e(landmark_line(lm, key, short, unit))} (Kaplan–Meier, log-log 95 % CI; "
              + ", ".join(f"{g} at risk {lm[key][g]['at_risk']}" for g in lm[key]) + ")</li>" for key in lm]
     uno = c.get("c_index_uno") or {}
