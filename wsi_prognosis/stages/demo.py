@@ -1,5 +1,8 @@
 """`wsi-prognosis demo out=DIR`: the whole flow on a synthetic cohort, as a user would type it.
 
+synth -> tile -> train -> select -> calibrate -> plan -> protocol (locked before scoring) -> score ->
+analyze under the protocol.
+
 Each step runs the real stage command in a subprocess (the same commands the README shows), so
 the demo exercises exactly what users run, including the Hydra sweep that trains the ensemble.
 A step whose run record already exists is skipped, so a rerun resumes where it stopped; each
@@ -43,6 +46,8 @@ class DemoConfig:
     calibrate_overrides: tuple[str, ...]
     score_overrides: tuple[str, ...]
     analyze_overrides: tuple[str, ...]
+    plan_overrides: tuple[str, ...] = ()
+    protocol_overrides: tuple[str, ...] = ()
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> "DemoConfig":
@@ -50,6 +55,8 @@ class DemoConfig:
             raise ConfigurationError(f"members_per_resolution={cfg.members_per_resolution}: must be at least 1.")
 
         def overrides(key: str) -> tuple[str, ...]:
+            if cfg.overrides.get(key) is None:
+                return ()
             return tuple(str(item) for item in OmegaConf.to_container(cfg.overrides[key]) or [])
 
         return cls(
@@ -62,6 +69,8 @@ class DemoConfig:
             calibrate_overrides=overrides("calibrate"),
             score_overrides=overrides("score"),
             analyze_overrides=overrides("analyze"),
+            plan_overrides=overrides("plan"),
+            protocol_overrides=overrides("protocol"),
         )
 
 
@@ -71,6 +80,7 @@ def plan(config: DemoConfig) -> list[DemoStep]:
     cohort, tiles, runs = out / "cohort", out / "tiles", out / "runs"
     bundle, calibrated, scores, analysis = out / "bundle", out / "bundle_calibrated", out / "scores", out / "analysis"
     manifest, clinical = cohort / "manifest.csv", cohort / "clinical.csv"
+    study = out / "study"  # the validation study: sample-size plan and the protocol locked before scoring
     seeds = ",".join(str(config.seed + i) for i in range(config.members_per_resolution))
     return [
         DemoStep("synth", ("synth", f"out={cohort}", "preset=demo", f"seed={config.seed}", *config.synth_overrides),
@@ -85,11 +95,17 @@ def plan(config: DemoConfig) -> list[DemoStep]:
         DemoStep("calibrate", ("calibrate", f"bundle={bundle}", f"manifest={manifest}", f"clinical={clinical}",
                                f"tiles={tiles}", f"out={calibrated}", *config.calibrate_overrides),
                  calibrated / "run_calibrate.json"),
+        DemoStep("plan", ("plan", f"bundle={calibrated}", f"out={study / 'plan'}", *config.plan_overrides),
+                 study / "plan" / "run_plan.json"),
+        DemoStep("protocol", ("protocol", f"bundle={calibrated}", f"out={study / 'protocol.json'}",
+                              f"plan={study / 'plan' / 'plan.json'}", f"manifest={manifest}", f"clinical={clinical}",
+                              "secondary.pool=[test,validation]", *config.protocol_overrides),
+                 study / "protocol.json"),  # never rewritten: a locked protocol is history
         DemoStep("score", ("score", f"bundle={calibrated}", f"manifest={manifest}", f"tiles={tiles}", f"out={scores}",
                            *config.score_overrides),
                  scores / "run_score.json"),
         DemoStep("analyze", ("analyze", f"scores={scores / 'scores.csv'}", f"clinical={clinical}", f"out={analysis}",
-                             *config.analyze_overrides),
+                             f"protocol={study / 'protocol.json'}", *config.analyze_overrides),
                  analysis / "run_analyze.json"),
     ]
 
@@ -119,6 +135,30 @@ def _headline(analysis_dir: Path) -> str:
             f"(95 % CI {poor['ci_low']:.2f}-{poor['ci_high']:.2f}, p={poor['p']:.2g})")
 
 
+def _study_lines(analysis_dir: Path, out: Path) -> list[str]:
+    """The plan's headline, the protocol's primary result and the pooled HR (the validation study)."""
+    lines = []
+    plan_json = out / "study" / "plan" / "plan.json"
+    if plan_json.is_file():
+        lines.append("plan: " + json.loads(plan_json.read_text())["headline"])
+    summary = json.loads((analysis_dir / "summary.json").read_text())
+    protocol = summary.get("protocol")
+    if protocol:
+        p = protocol["primary"]
+        verdict = ("deviates from protocol" if protocol["deviations"] else
+                   "decision rule met" if p["met"] else "decision rule not met" if p["met"] is False else "not evaluable")
+        lines.append(f"protocol {protocol['id'][:16]} (locked {protocol['locked_at']}): primary {p['measure']} "
+                     f"{p.get('comparison') or ''} in {p['cohort']} = "
+                     + ("n/a" if p["value"] is None else f"{p['value']:.2f}")
+                     + ("" if p["ci_low"] is None else f" ({p['ci_low']:.2f}-{p['ci_high']:.2f})") + f": {verdict}")
+    dl = ((summary.get("pooled") or {}).get("poor_vs_good") or {}).get("dl")
+    if dl:
+        lines.append(f"pooled poor vs good HR ({', '.join(summary['pooled']['poor_vs_good']['cohorts_used'])}, DL): "
+                     f"{dl['hr']:.2f} (95 % CI {dl['ci_low']:.2f}-{dl['ci_high']:.2f}; "
+                     f"prediction interval {dl['pi_low']:.2f}-{dl['pi_high']:.2f}; I² {100 * dl['i2']:.0f} %)")
+    return lines
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     config = DemoConfig.from_cfg(cfg)
     config.out.mkdir(parents=True, exist_ok=True)
@@ -135,4 +175,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     print(f"\nDemo finished in {time.monotonic() - started:.0f} s.")
     print(f"Report: {analysis / 'report.html'}")
     print(_headline(analysis))
+    for line in _study_lines(analysis, out=config.out):
+        print(line)
     return timings
