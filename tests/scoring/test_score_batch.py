@@ -135,6 +135,7 @@ def test_shards_merged_equal_one_run(tmp_path, reference, small_bundle, synth_co
     got = read_scores(merged)
     pd.testing.assert_frame_equal(got, ref)
     assert (merged / "scores.csv").read_bytes() == (reference / "scores.csv").read_bytes()
+    assert (merged / "shift.json").read_bytes() == (reference / "shift.json").read_bytes()  # the domain-shift check
     assert len(list((merged / "geojson").glob("*.geojson"))) == len(ref)
     # merging in place (the shared multirun folder) works too once every shard is there
     shutil.copytree(other / "slides", shared / "slides", dirs_exist_ok=True)

@@ -382,7 +382,8 @@ def shift_report(bundle: Any, slides: Any, patients: Any, slide_records: Mapping
     reference = bundle_reference(bundle)
     ok = slides[slides["status"] == "ok"]
     cohorts = sorted({str(c) for c in slides["cohort"]})
-    report: dict[str, Any] = {"version": REFERENCE_VERSION, "bundle_id": getattr(bundle, "id", None),
+    bundle_id = bundle.get("id") if isinstance(bundle, Mapping) else getattr(bundle, "id", None)
+    report: dict[str, Any] = {"version": REFERENCE_VERSION, "bundle_id": bundle_id,
                               "limits": asdict(limits)}
     if reference is None:
         report["reference"] = {"available": False, "reason": NO_REFERENCE}
@@ -464,3 +465,30 @@ def run_shift_check(bundle: Any, out: Path, slides: Any, patients: Any, limits: 
     report = shift_report(bundle, slides, patients, recs, limits)
     write_shift_report(out, report)
     return report
+
+
+def merged_shift_check(folders: Sequence[str | Path], out: Path) -> dict[str, Any] | None:
+    """The check after `merge`: the bundle (as recorded by the shard runs) against the merged tables."""
+    import pandas as pd
+
+    from wsi_prognosis.scoring.merge import find_shard_runs
+
+    runs = find_shard_runs([Path(f) for f in folders])
+    if not runs:
+        return None
+    run = runs[0].record
+    bundle: dict[str, Any] = {"id": run.get("bundle_id"), "calibration": None}
+    path = Path(str(run.get("bundle_dir", ""))) / "bundle.json"
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        if recorded.get("id") == run.get("bundle_id"):
+            bundle = recorded
+        else:
+            log.warning("%s: not the bundle the shards were scored with; the shift check runs without a reference", path)
+    except (OSError, ValueError) as exc:
+        log.warning("bundle of the shard runs unreadable (%s); the shift check runs without a reference", exc)
+    limits = ShiftLimits.from_mapping(((run.get("config") or {}).get("shift")))
+    dtypes = {"slide_id": str, "patient_id": str, "cohort": str}
+    slides = pd.read_csv(Path(out) / "scores.csv", dtype=dtypes, float_precision="round_trip")
+    patients = pd.read_csv(Path(out) / "patient_scores.csv", dtype=dtypes, float_precision="round_trip")
+    return run_shift_check(bundle, Path(out), slides, patients, limits)

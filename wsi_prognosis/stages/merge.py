@@ -26,5 +26,8 @@ def run(cfg: DictConfig):
     else:
         raise ConfigurationError(f"inputs={inputs!r}: a list of score out= folders, e.g. inputs=[runs/s0,runs/s1].")
     summary = merge_shards(folders, out, allow_incomplete=bool(c.get("allow_incomplete", False)))
+    from wsi_prognosis.scoring.shift import merged_shift_check
+
+    merged_shift_check(folders, out)  # the domain-shift check on the merged tables (shift.json, shift.csv)
     write_run_record(out, "merge", c, extra=summary)
     return summary
