@@ -36,7 +36,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from wsi_prognosis.review.deepzoom import TileService
+from wsi_prognosis.review.deepzoom import BytesLRU, TileService
 from wsi_prognosis.review.index import GROUPS, BatchIndex, Query, SlideEntry, neighbours, page_of, select
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def create_app(index: BatchIndex, tiles: TileService, options: ReviewOptions = R
     from wsi_prognosis.review.overlay import colormap_lut, thumbnail, tile_scores, tissue_outline
 
     env = _templates()
-    thumbs: dict[str, bytes | None] = {}
+    thumbs = BytesLRU(32 * 1024 * 1024)   # reduced heatmaps, b"" where a slide has none
 
     def entry_or_404(slide_id: str) -> SlideEntry:
         entry = index.get(slide_id)
@@ -160,10 +160,11 @@ def create_app(index: BatchIndex, tiles: TileService, options: ReviewOptions = R
         if not name.endswith(".png"):
             raise _not_found()
         entry = entry_or_404(name[: -len(".png")])
-        if entry.slide_id not in thumbs:
-            thumbs[entry.slide_id] = await run_in_threadpool(thumbnail, entry, options.thumbnail_px)
-        data = thumbs[entry.slide_id]
+        data = thumbs.get(entry.slide_id)
         if data is None:
+            data = await run_in_threadpool(thumbnail, entry, options.thumbnail_px) or b""
+            thumbs.put(entry.slide_id, data)
+        if not data:
             raise _not_found(f"no heatmap for slide {entry.slide_id!r}")
         return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 

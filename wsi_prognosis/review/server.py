@@ -36,6 +36,9 @@ def bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart right after a stop still binds
+        # no Nagle delay: a response goes out as headers + body writes, and the second one would otherwise
+        # wait for the client's delayed ACK (~40 ms on Linux) on every tile; accepted sockets inherit this
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         sock.listen(128)
     except OSError as exc:
