@@ -75,8 +75,8 @@ def _shift(cfg: DictConfig, summary: dict, alpha: float) -> None:
     section = cfg.get("shift")
     shift_config = ShareShiftConfig.from_mapping(None if section is None else OmegaConf.to_container(section, resolve=True))
     block = attach_shift(summary, load_shift_reference(cfg.scores, cfg.get("bundle")), shift_config, alpha)
-    if not block["available"]:
-        log.warning("domain-shift check: %s", block["reason"])
+    if not block["available"]:  # a warning where a reference was expected; foreign score tables just lack one
+        (log.warning if block["source"] else log.info)("domain-shift check: %s", block["reason"])
     for name in block["flagged"]:
         log.warning("domain shift: cohort %r: %s (thresholds not refitted)", name,
                     "; ".join(summary["cohorts"][name]["shift"]["reasons"]))

@@ -118,9 +118,10 @@ def cohort_share_shift(counts: Mapping[str, int], n: int, tuning: Mapping[str, f
     ci = {g: [_r(v) for v in share_ci(counts.get(g, 0), n, alpha)] for g in RISK_GROUPS}
     entry: dict[str, Any] = {"n": int(n), "shares": {g: _r(v) for g, v in shares.items()}, "shares_ci": ci,
                              "tuning_shares": None, "share_change": None, "reasons": []}
+    if tuning:
+        entry["tuning_shares"] = {g: _r(tuning.get(g)) for g in RISK_GROUPS}
     if not tuning or n == 0:
         return entry
-    entry["tuning_shares"] = {g: _r(tuning.get(g)) for g in RISK_GROUPS}
     change = {g: (shares[g] - float(tuning[g])) if tuning.get(g) is not None else None for g in RISK_GROUPS}
     entry["share_change"] = {g: _r(v) for g, v in change.items()}
     for g in RISK_GROUPS:
@@ -176,6 +177,10 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.0f} %"
 
 
+def _ci(ci: list[float | None]) -> str:
+    return "–" if ci[0] is None else f"{100 * ci[0]:.0f}–{100 * ci[1]:.0f} %"
+
+
 def shift_overview_html(summary: Mapping[str, Any]) -> str:
     """A warning box naming every flagged cohort (empty when the check did not run or flagged nothing)."""
     block = summary.get("shift")
@@ -201,7 +206,7 @@ def cohort_shift_html(entry: Mapping[str, Any] | None) -> str:
     tuning, change = entry.get("tuning_shares") or {}, entry.get("share_change") or {}
     rows = "".join(
         f'<tr><td class="l">{g}</td><td>{_pct(entry["shares"][g])}</td>'
-        f'<td>{_pct(entry["shares_ci"][g][0])}–{_pct(entry["shares_ci"][g][1])}</td>'
+        f'<td>{_ci(entry["shares_ci"][g])}</td>'
         f"<td>{_pct(tuning.get(g))}</td><td>{'–' if change.get(g) is None else f'{100 * change[g]:+.0f}'}</td></tr>"
         for g in RISK_GROUPS)
     table = ('<table><tr><th class="l">group</th><th>share</th><th>95 % CI (Wilson)</th><th>tuning share</th>'
