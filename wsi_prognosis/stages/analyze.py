@@ -98,7 +98,11 @@ def run(cfg: DictConfig) -> dict:
     out = Path(cfg.out)
     scores = read_table(cfg.scores, "scores")
     clinical = read_table(cfg.clinical, "clinical")
+    if study:
+        study.check_clinical(list(clinical.columns), cfg.clinical)
     result = analyze(scores, clinical, config)
+    if study:
+        result.summary["protocol"] = study.summary(result.summary)
     s = result.summary
     _shift(cfg, s, config.alpha)
     log.info("analysed %d patient(s) in %d cohort(s); %d excluded, %d/%d unmatched (scores/clinical), %d failed slide(s)",
@@ -113,7 +117,3 @@ def run(cfg: DictConfig) -> dict:
                      extra={"outputs": {k: str(v) for k, v in paths.items()}})
     log.info("report: %s", paths["report"])
     return s
-    if study:
-        study.check_clinical(list(clinical.columns), cfg.clinical)
-    if study:
-        result.summary["protocol"] = study.summary(result.summary)

@@ -316,7 +316,7 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         if isinstance(v, Mapping) and k in ("primary", "bootstrap", "thresholds"):
             out.update(_flatten(v, key + "."))
         else:
-            out[key] = _normalise(v)
+            out[key] = v
     return out
 
 
@@ -335,14 +335,14 @@ def apply_protocol(protocol: Mapping[str, Any], run_analysis: Mapping[str, Any],
     effective = dict(locked)
     deviations: list[str] = []
     for key, value in run.items():
-        if key in default and value == default[key]:
+        if key in default and _normalise(value) == _normalise(default[key]):
             continue  # not set by this run: the protocol's value applies
         if key.split(".")[0] not in LOCKED_KEYS:
             effective[key] = value
             continue
         if key == "primary.description":
             continue  # wording only
-        if locked.get(key) != value:
+        if _normalise(locked.get(key)) != _normalise(value):
             deviations.append(f"analysis.{key}: the protocol locks {locked.get(key)!r}, this run uses {value!r}")
             effective[key] = value
     out: dict[str, Any] = {}

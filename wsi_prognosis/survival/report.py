@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from wsi_prognosis.survival.study_report import cohort_label, landmarks_html, pooled_html, protocol_box_html
+from wsi_prognosis.survival.study_report import (cohort_label, landmarks_html, pooled_html, protocol_box_html,
+                                                 section_note)
 
 _CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1100px;margin:24px auto;
@@ -161,7 +162,8 @@ def _shift_overview(summary: dict) -> str:
 
 def _cohort_html(name: str, c: dict, result, figures: dict, primary: bool) -> str:
     unit = result.summary["time_unit"]
-    out = [f'<h2 id="{_e(name)}">{_e(name)} cohort{" (primary)" if primary else ""}{cohort_label(name, result.summary)}</h2>']
+    out = [f'<h2 id="{_e(name)}">{_e(name)} cohort{" (primary)" if primary else ""}{cohort_label(name, result.summary)}</h2>',
+           section_note(name, result.summary)]
     fu = f"{c['median_followup']:.1f} {unit}" if c["median_followup"] is not None else \
         f'<span class="na">{_e(c["not_estimable"].get("median_followup", ""))}</span>'
     shares = ", ".join(f"{g} {c['counts'][g]} ({fmt_share(c['shares'][g])})" for g in ("good", "uncertain", "poor"))
@@ -186,6 +188,7 @@ def _cohort_html(name: str, c: dict, result, figures: dict, primary: bool) -> st
     sd = c["hr_per_sd"].get("sd")
     out.append(f'<p>Score, HR per SD{"" if sd is None else f" (SD {sd:.3f})"}: {fmt_hr(c["hr_per_sd"])}. '
                f'C-index of the score (higher score = worse): {fmt_c(c["c_index"])}.</p>')
+    out.append(landmarks_html(c, unit, result.summary["endpoint"]))
     if c["ph_check"]["violated"]:
         out.append(f'<div class="warn">Proportional-hazards check (Schoenfeld, p &lt; {c["ph_check"]["alpha"]}) flags: '
                    f'{_e("; ".join(c["ph_check"]["violated"]))}. Interpret these hazard ratios as averages over time.</div>')
@@ -196,7 +199,6 @@ def _cohort_html(name: str, c: dict, result, figures: dict, primary: bool) -> st
         out.append(f'<h3>Reference marker: {_e(m["name"])}</h3><p>C-index {fmt_c(m["c_index"])}; '
                    f'difference score − {_e(m["name"])}: {fmt_c(m["c_index_difference"])} '
                    f'(same {m["n"]} patients; {m["missing"]} without {_e(m["name"])}). Log-rank p = {fmt_p(m["logrank_p"])}.</p>')
-    out.append(landmarks_html(c, unit, result.summary["endpoint"]))
         out.append("<table><tr><th class='l'>comparison</th><th class='l'>HR (95 % CI)</th></tr>" + "".join(
             f'<tr><td class="l">{_e(t.replace("_", " "))}</td><td class="l">{fmt_hr(h)}</td></tr>' for t, h in m["hr"].items()
         ) + "</table>")

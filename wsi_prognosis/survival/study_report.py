@@ -43,8 +43,13 @@ def _num(x, digits: int = 2) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+_MEASURE_NAMES = {"hr": "HR (univariable)", "hr_adjusted": "HR (adjusted)", "c_index": "C-index", "logrank_p": "log-rank test"}
+
+
 def protocol_box_html(summary: dict) -> str:
     """The box the report opens with under a protocol: id, lock date, primary as written, result, met."""
+    from wsi_prognosis.survival.report import p_text
+
     p = summary.get("protocol")
     if not p:
         return ""
@@ -52,11 +57,12 @@ def protocol_box_html(summary: dict) -> str:
     if pr.get("value") is None:
         result = f'<span class="na">not available: {_e(pr.get("reason") or "")}</span>'
     elif pr["measure"] == "logrank_p":
-        result = f"log-rank p = {pr['p']:.4g}"
+        result = f"log-rank {p_text(pr['p'])}"
     else:
-        result = f"{_num(pr['value'], 3 if pr['measure'] == 'c_index' else 2)} ({_num(pr['ci_low'], 3 if pr['measure'] == 'c_index' else 2)}–{_num(pr['ci_high'], 3 if pr['measure'] == 'c_index' else 2)})"
+        digits = 3 if pr["measure"] == "c_index" else 2
+        result = f"{_num(pr['value'], digits)} ({_num(pr['ci_low'], digits)}–{_num(pr['ci_high'], digits)})"
         if pr.get("p") is not None:
-            result += f", p = {pr['p']:.4g}"
+            result += f", {p_text(pr['p'])}"
     if p["deviations"]:
         verdict = ('<span style="color:#a33;font-weight:700">deviates from protocol</span> — this is not the '
                    "pre-defined primary result; decision rule on this run: " + ("met" if pr.get("met") else "not met"))
@@ -74,11 +80,29 @@ def protocol_box_html(summary: dict) -> str:
             f'locked {_e(p["locked_at"])} (bundle <code>{_e(p.get("bundle_id", ""))}</code>)</div>'
             f'<div>Primary analysis as written: {_e(pr.get("description", ""))}. '
             f'Decision rule: {_e(pr.get("decision_rule", ""))}.</div>'
-            f'<div class="big">{_e(pr["cohort"])} cohort — {_e(pr["measure"])}'
+            f'<div class="big">{_e(pr["cohort"])} cohort — {_e(_MEASURE_NAMES.get(pr["measure"], pr["measure"]))}'
             f'{" " + _e(pr["comparison"].replace("_", " ")) if pr.get("comparison") and pr["measure"].startswith("hr") else ""}: '
             f'{result} — {verdict}</div>{devs}'
             + (f'<details><summary>Secondary analyses (protocol)</summary><ul>{secondary}</ul></details>' if secondary else "")
             + '<div class="sub">Everything not named in the protocol is exploratory.</div></div>')
+
+
+def section_note(name: str, summary: dict) -> str:
+    """Under a protocol, what in a cohort's section is primary, secondary or exploratory."""
+    protocol = summary.get("protocol")
+    if not protocol:
+        return ""
+    pr = protocol["primary"]
+    if name == pr["cohort"]:
+        what = _MEASURE_NAMES.get(pr["measure"], pr["measure"]) + (
+            f" {pr['comparison'].replace('_', ' ')}" if pr["measure"].startswith("hr") and pr.get("comparison") else "")
+        return (f'<p class="sub">{label("primary")} {_e(what)} &nbsp; {label("secondary")} the analyses the protocol '
+                f'lists (adjusted HRs, C-index, reference marker, landmark survival) &nbsp; {label("exploratory")} '
+                "everything else in this section</p>")
+    if name in (protocol.get("secondary_cohorts") or []):
+        return (f'<p class="sub">{label("secondary")} this cohort enters the pooled analysis; its own results are '
+                "exploratory</p>")
+    return f'<p class="sub">{label("exploratory")} not named in the protocol</p>'
 
 
 def landmarks_html(c: dict, unit: str, endpoint: str) -> str:
@@ -152,4 +176,4 @@ def write_study_figures(result, out_dir: Path) -> dict[str, list[tuple[Path, str
     return {"_pooled": [(Path(f"{stem}.png"), "Forest plot: HR per cohort, pooled DL / PM (diamonds) with prediction interval")]}
 
 
-__all__ = ["protocol_box_html", "pooled_html", "landmarks_html", "cohort_label", "write_study_figures", "label"]
+__all__ = ["section_note", "protocol_box_html", "pooled_html", "landmarks_html", "cohort_label", "write_study_figures", "label"]
