@@ -77,14 +77,23 @@ def test_viewer_loads_deep_zoom_tiles_and_draws_the_overlay(served, browser, tmp
     assert any(url.endswith(".dzi") and status == 200 for url, status in browser.responses)
     assert state["tileErrors"] == 0 and state["overlayTiles"] > 0 and state["resolution"] in ("10x", "40x")
     assert browser.evaluate("document.querySelectorAll('#layer option').length") == 3   # ensemble + 2 members
-    png = browser.screenshot(tmp_path / "viewer.png")
-    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-    area = pixels[:, 330:]          # right of the side panel
-    r, g, b = area[..., 0], area[..., 1], area[..., 2]
-    # the colour map's ends: saturated red (poor) and green (good) cells, which H&E pixels never are
-    red = (r > 150) & (g < 110) & (b < 110)
-    green = (g > 130) & (r < 130) & (b < 120)
-    assert red.sum() > 200 and green.sum() > 200, (red.sum(), green.sum())
+    # the overlay is drawn: at opacity 1 a large part of the viewer shows exactly the colour map's
+    # colours (score's RdYlGn_r), at opacity 0 (same view) almost none does; outline hidden for both
+    lut = np.asarray(browser.evaluate("JSON.parse(document.getElementById('slide-data').textContent).lut"), dtype=int)
+
+    def lut_share(opacity: float, name: str) -> float:
+        browser.evaluate("(() => { const o = document.getElementById('opacity'); o.value = '%s';"
+                         " o.dispatchEvent(new Event('input'));"
+                         " const c = document.getElementById('outline'); c.checked = false;"
+                         " c.dispatchEvent(new Event('change')); return true; })()" % opacity)
+        browser.pump(0.8)
+        png = browser.screenshot(tmp_path / name)
+        pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)[::3, 360::3].reshape(-1, 3)
+        distance = np.abs(pixels[:, None, :] - lut[None, ::2, :]).sum(axis=2).min(axis=1)
+        return float((distance <= 12).mean())
+
+    on, off = lut_share(1.0, "overlay-on.png"), lut_share(0.0, "overlay-off.png")
+    assert on > 0.15 and on > 4 * off, (on, off)
 
 
 def test_viewer_without_tile_scores_opens_and_says_why(served, browser) -> None:

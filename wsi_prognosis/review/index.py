@@ -211,8 +211,8 @@ def _check_entry(entry: SlideEntry, qc_thresholds: QcThresholds) -> None:
         else:
             if entry.expected_fingerprint is not None and current != entry.expected_fingerprint:
                 entry.available, entry.reason = False, (
-                    f"slide file {entry.path.name} changed since it was scored (fingerprint {current} != "
-                    f"{entry.expected_fingerprint}): the scores are not about these pixels. Fix: score it again.")
+                    f"slide file {entry.path.name} changed since it was scored: the scores are not about these "
+                    f"pixels. Fix: score it again. (fingerprint now {current}, when tiled {entry.expected_fingerprint})")
             else:
                 entry.available, entry.reason = True, ""
     entry.notes = notes
