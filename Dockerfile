@@ -6,6 +6,11 @@
 #   docker run --rm --gpus all --shm-size 8g \
 #     -v /data/slides:/slides:ro -v /data/bundle:/bundle:ro -v /data/out:/out \
 #     wsi-prognosis score bundle=/bundle manifest=/slides out=/out
+# Review a scored batch in the browser (http://127.0.0.1:8765/ on the host). Inside the container the
+# server must listen on every interface (host=0.0.0.0, it warns); publish the port on the host's
+# localhost only, and mount the slides at the paths they were scored from (or pass manifest=):
+#   docker run --rm -p 127.0.0.1:8765:8765 -v /data:/data:ro \
+#     wsi-prognosis review scores=/data/out host=0.0.0.0
 FROM python:3.11-slim-bookworm
 
 ENV PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
@@ -21,5 +26,6 @@ RUN pip install -c constraints.txt torch==2.14.1 torchvision==0.29.1 \
     && pip install -c constraints.txt .
 
 WORKDIR /work
+EXPOSE 8765
 ENTRYPOINT ["wsi-prognosis"]
 CMD ["--help"]

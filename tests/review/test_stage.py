@@ -96,6 +96,8 @@ def test_the_command_serves_until_stopped_and_warns_for_every_interface(scored_b
         tile = urllib.request.urlopen(f"http://127.0.0.1:{port}/dz/V0001-validation-1_files/9/0_0.jpeg", timeout=30)
         assert tile.status == 200 and tile.headers["content-type"] == "image/jpeg"
     finally:
-        process.terminate()
-        process.wait(30)
+        process.terminate()              # SIGTERM, as `docker stop` sends
+        rest = process.communicate(timeout=30)[0]
+    assert process.returncode == 0, rest   # a clean shutdown: worker pool closed, nothing leaked
+    assert "leaked" not in rest and "Traceback" not in rest, rest
     assert not list(Path(scored_batch).glob(".hydra")) and not list(Path(scored_batch).glob("*.log"))  # wrote nothing

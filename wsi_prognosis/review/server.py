@@ -62,8 +62,26 @@ def serve(app: Any, sock: socket.socket, *, log_level: str = "warning") -> None:
     """Serve `app` on the bound socket until Ctrl+C / SIGTERM."""
     import uvicorn
 
+    import signal
+    import threading
+
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", server_header=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    # uvicorn shuts down gracefully on SIGINT / SIGTERM, then raises the signal again with the previous
+    # handler in place: for SIGTERM (docker stop) make that an exit, so the caller's cleanup (the tile
+    # worker pool) runs instead of the default handler killing the process mid-way
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
+
+    def exit_on_sigterm(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    if main_thread:
+        signal.signal(signal.SIGTERM, exit_on_sigterm)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 class BackgroundServer:
