@@ -427,6 +427,19 @@ def shift_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN / inf -> None, numpy scalars -> Python, recursively (shift.json is strict JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_shift_report(out: Path, report: Mapping[str, Any]) -> tuple[Path, Path]:
     """shift.json and shift.csv in `out`, atomically; a warning per flagged cohort."""
     import csv
@@ -436,7 +449,7 @@ def write_shift_report(out: Path, report: Mapping[str, Any]) -> tuple[Path, Path
 
     out = Path(out)
     json_path, csv_path = out / "shift.json", out / "shift.csv"
-    write_text_atomic(json_path, json.dumps(report, indent=1, allow_nan=False) + "\n")
+    write_text_atomic(json_path, json.dumps(_json_safe(report), indent=1, allow_nan=False) + "\n")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
     writer.writeheader()
@@ -456,13 +469,17 @@ def run_shift_check(bundle: Any, out: Path, slides: Any, patients: Any, limits: 
     from wsi_prognosis.scoring import records
 
     limits = limits or ShiftLimits()
-
-    recs: dict[str, dict[str, Any]] = {}
-    for sid in slides.loc[slides["status"] == "ok", "slide_id"]:
-        rec = records.read_record(out, str(sid))
-        if rec is not None:
-            recs[str(sid)] = backfill_tile_stats(out, rec)
-    report = shift_report(bundle, slides, patients, recs, limits)
+    try:
+        recs: dict[str, dict[str, Any]] = {}
+        for sid in slides.loc[slides["status"] == "ok", "slide_id"]:
+            rec = records.read_record(out, str(sid))
+            if rec is not None:
+                recs[str(sid)] = backfill_tile_stats(out, rec)
+        report = shift_report(bundle, slides, patients, recs, limits)
+    except Exception as exc:  # noqa: BLE001 - the scores are written; a failed check is reported, not fatal
+        log.exception("domain-shift check failed")
+        report = {"version": REFERENCE_VERSION, "error": f"{type(exc).__name__}: {exc}", "limits": asdict(limits),
+                  "reference": {"available": False, "reason": f"the check failed: {exc}"}, "cohorts": {}, "flagged": []}
     write_shift_report(out, report)
     return report
 
