@@ -245,7 +245,8 @@ def _qc_from_summaries(folders: Iterable[Path]) -> dict[str, dict[str, Any]]:
             continue
         keep = [c for c in ("tissue_mm2", "pen_fraction", "blur", "warnings") if c in table.columns]
         for row in table[["slide_id", *keep]].to_dict("records"):
-            out[str(row["slide_id"])] = {k: row[k] for k in keep}
+            out[str(row["slide_id"])] = {k: (None if isinstance(row[k], float) and math.isnan(row[k]) else row[k])
+                                         for k in keep}
     return out
 
 
