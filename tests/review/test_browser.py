@@ -94,6 +94,14 @@ def test_viewer_loads_deep_zoom_tiles_and_draws_the_overlay(served, browser, tmp
 
     on, off = lut_share(1.0, "overlay-on.png"), lut_share(0.0, "overlay-off.png")
     assert on > 0.15 and on > 4 * off, (on, off)
+    # the tile score under the mouse: somewhere over the slide a move shows a number in the side panel
+    shown = []
+    for x in range(420, 1260, 60):
+        browser.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=300)
+        browser.pump(0.05)
+        shown.append(browser.evaluate("document.getElementById('hover-score').textContent"))
+    assert any(text[:1].isdigit() and "(ensemble, " in text for text in shown), shown
+    assert any("no scored tile here" in text for text in shown), shown
 
 
 def test_viewer_without_tile_scores_opens_and_says_why(served, browser) -> None:

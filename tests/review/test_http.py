@@ -157,3 +157,20 @@ def test_every_response_is_read_only(client) -> None:
         response = client.request(method, f"/dz/{OK}.dzi")
         assert response.status_code == 405 and response.headers["allow"] == "GET, HEAD"
     assert client.head(f"/dz/{OK}.dzi").status_code == 200
+
+
+def test_static_files_are_package_data_and_the_viewer_is_vendored(client) -> None:
+    import fnmatch
+    import tomllib
+    from importlib import resources
+    from pathlib import Path
+
+    root = Path(str(resources.files("wsi_prognosis")))
+    patterns = tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["wsi_prognosis"]
+    files = [p.relative_to(root).as_posix() for folder in ("review/static", "review/templates")
+             for p in (root / folder).rglob("*") if p.is_file()]
+    assert files and all(any(fnmatch.fnmatch(f, pattern) for pattern in patterns) for f in files), files
+    assert "BSD" in client.get("/static/openseadragon/LICENSE.txt").text or "Redistribution" in \
+        client.get("/static/openseadragon/LICENSE.txt").text
+    assert client.get("/static/openseadragon/openseadragon.min.js").text.startswith("//! openseadragon 6.1.1")
+    assert client.get("/static/openseadragon/images/zoomin_rest.png").status_code == 200
