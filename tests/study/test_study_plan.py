@@ -111,3 +111,21 @@ def test_plan_stage_refuses_bad_values(tmp_path, capsys):
     assert "hr=1.0" in capsys.readouterr().err
     assert main(["plan", f"bundle={bundle}", f"out={tmp_path / 'p'}", "shares={good: 0.8, uncertain: 0.2, poor: 0}"]) == 2
     assert "share 0" in capsys.readouterr().err
+
+
+def test_plan_with_another_reference_cohort(tmp_path):
+    from study_helpers import write_scored_cohorts
+
+    from wsi_prognosis.survival import analyze, read_table
+
+    bundle = make_calibrated_bundle(tmp_path)
+    scores, clinical = write_scored_cohorts(tmp_path / "scores", bundle)
+    out = tmp_path / "plan"
+    assert main(["plan", f"bundle={bundle}", f"out={out}", f"reference={scores}", f"clinical={clinical}",
+                 "cohort=validation", "resample.n=40", "resample.sizes=[100]", "given.events=120"]) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["reference"]["n"] == 260 and plan["reference"]["source"].endswith("(validation)")
+    result = analyze(read_table(scores, "scores"), read_table(clinical, "clinical"))
+    hr = result.summary["cohorts"]["validation"]["hr"]["poor_vs_good"]["hr"]
+    assert plan["reference"]["hr"] == pytest.approx(hr, rel=0.02)  # Breslow (batched) vs Efron (lifelines), no ties
+    assert plan["given_cohort"]["power"] == pytest.approx(power_for_events(120, 2.0, 0.05, plan["p"]))

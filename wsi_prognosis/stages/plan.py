@@ -126,8 +126,8 @@ def _reference_table(config: PlanConfig, bundle: Any) -> tuple[pd.DataFrame, str
 
         clinical = read_table(config.clinical, "clinical")
         thresholds = (float(bundle.thresholds["low"]), float(bundle.thresholds["high"]))
-        table = prepare(table.astype({c: str for c in table.columns if c not in ("score",)}), clinical,
-                        aggregation=str(cal.get("patient_aggregation") or "mean"), thresholds=thresholds).patients
+        table = prepare(read_table(path, "scores"), clinical, aggregation=str(cal.get("patient_aggregation") or "mean"),
+                        thresholds=thresholds).patients
     missing = [c for c in ("score", "time", "event") if c not in table.columns]
     if missing:
         raise ConfigurationError(
