@@ -4,6 +4,7 @@ everything a URL must not reach."""
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 from PIL import Image
@@ -174,3 +175,29 @@ def test_static_files_are_package_data_and_the_viewer_is_vendored(client) -> Non
         client.get("/static/openseadragon/LICENSE.txt").text
     assert client.get("/static/openseadragon/openseadragon.min.js").text.startswith("//! openseadragon 6.1.1")
     assert client.get("/static/openseadragon/images/zoomin_rest.png").status_code == 200
+
+
+def test_a_dead_tile_worker_is_replaced(scored_batch) -> None:
+    """A worker that dies (a decoder crash) costs one tile (404), not every later tile."""
+    import asyncio
+    import os
+    import signal
+
+    from wsi_prognosis.review.deepzoom import TileService, _ping
+    from wsi_prognosis.review.index import build_index
+
+    path = build_index(scored_batch).get(OK).path
+    service = TileService(workers=1)
+    try:
+        pid = service._pool.submit(_ping).result()
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+
+        async def ask(col: int) -> bytes | None:
+            return await service.tile(OK, path, 10, col, 0)
+
+        with pytest.raises(Exception):
+            asyncio.run(ask(0))
+        assert asyncio.run(ask(1))[:2] == b"\xff\xd8"   # JPEG from the new pool
+    finally:
+        service.close()

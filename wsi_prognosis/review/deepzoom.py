@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import multiprocessing
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 TILE_SIZE = 254       # + 1 px overlap on each side: 256-px JPEGs inside the pyramid
 OVERLAP = 1
@@ -184,10 +188,13 @@ class TileService:
         self.tiles = BytesLRU(tile_cache_mb * 1024 * 1024)
         self.quality = quality
         self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
-        if workers > 0:
-            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(slide_cache,))
+        self._slide_capacity = slide_cache
+        self._pool_lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = self._new_pool() if workers > 0 else None
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(self._slide_capacity,))
 
     def warm_up(self) -> None:
         """Start the worker processes now, not on the first tile a pathologist asks for."""
@@ -208,9 +215,24 @@ class TileService:
         if self._pool is None:
             data = await loop.run_in_executor(None, render_tile, str(path), level, col, row, self.quality)
         else:
-            data = await asyncio.wrap_future(self._pool.submit(render_tile, str(path), level, col, row, self.quality))
+            pool = self._pool
+            try:
+                data = await asyncio.wrap_future(pool.submit(render_tile, str(path), level, col, row, self.quality))
+            except BrokenProcessPool:
+                # a worker died (e.g. a decoder crashed on a corrupt tile): start a fresh pool for the
+                # next requests, and answer this one as unreadable
+                self._restart(pool)
+                raise
         self.tiles.put(key, data)
         return data
+
+    def _restart(self, broken: ProcessPoolExecutor) -> None:
+        with self._pool_lock:
+            if self._pool is not broken:
+                return   # another request restarted it already
+            log.error("a deep-zoom tile worker died; starting a new worker pool")
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
 
     def close(self) -> None:
         if self._pool is not None:

@@ -73,7 +73,7 @@
     if (!scores || !scores.resolutions[res] || !slideItem) { return; }
     grid = buildGrid(res, layer);
     // k canvas pixels per tile: crisp cells after the browser's smoothing, bounded canvas size
-    var k = Math.max(1, Math.min(16, Math.floor(4096 / Math.max(grid.nx, grid.ny))));
+    var k = Math.max(1, Math.min(16, Math.floor(2048 / Math.max(grid.nx, grid.ny))));
     var canvas = document.createElement("canvas");
     canvas.width = grid.nx * k; canvas.height = grid.ny * k;
     var ctx = canvas.getContext("2d");
