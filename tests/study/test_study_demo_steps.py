@@ -42,3 +42,25 @@ def test_demo_plans_locks_and_analyses_under_the_protocol(tmp_path, capsys):
     report = (out / "analysis" / "report.html").read_text()
     assert report.index("Pre-registered protocol") < report.index("<h2>Overview</h2>")
     assert (out / "analysis" / "figures" / "forest.png").is_file()
+
+
+def test_plan_and_protocol_on_a_bundle_calibrated_by_the_calibrate_stage(tmp_path):
+    """The calibration record and tuning table that `calibrate` writes are what plan and protocol read."""
+    from study_helpers import simulate_cohort
+
+    make_calibrated_bundle(tmp_path)  # leaves the uncalibrated bundle in bundle_calibrated-selected
+    scores, clinical = simulate_cohort(200, seed=61, cohort="tuning")
+    scores.assign(risk_group="").to_csv(tmp_path / "tuning_scores.csv", index=False)
+    clinical.to_csv(tmp_path / "clinical.csv", index=False)
+    assert main(["calibrate", f"bundle={tmp_path / 'bundle_calibrated-selected'}", f"scores={tmp_path / 'tuning_scores.csv'}",
+                 f"clinical={tmp_path / 'clinical.csv'}", f"out={tmp_path / 'cal'}", "calibration.n_bootstrap=10"]) == 0
+    assert main(["plan", f"bundle={tmp_path / 'cal'}", f"out={tmp_path / 'plan'}", "resample.n=30",
+                 "resample.sizes=[100,200]"]) == 0
+    plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    assert plan["shares_source"] == "calibration on tuning" and plan["reference"]["n"] == 200
+    assert abs(plan["shares"]["poor"] - 0.25) < 0.02 and 100 <= plan["events_needed"] <= 112  # 106 at exactly 60/15/25
+    assert main(["protocol", f"bundle={tmp_path / 'cal'}", f"out={tmp_path / 'protocol.json'}",
+                 f"plan={tmp_path / 'plan' / 'plan.json'}"]) == 0
+    record = json.loads((tmp_path / "protocol.json").read_text())
+    assert record["expected"]["events_needed"] == plan["events_needed"]
+    assert record["checked_against"]["clinical"] == str(tmp_path / "clinical.csv")  # the calibration's clinical table
