@@ -92,7 +92,10 @@ def test_tile_stats_detect_a_stain_scaled_and_a_blurred_tile_set(real_patches):
     b = tile_stats(np.stack([stain_scale(t, 1.5) for t in real_patches[:16]]))
     assert 0.05 < a["od_h"] < 1.5 and 0.0 < a["od_e"] < 1.5 and a["sharpness"] > 0
     assert 1.3 < b["od_h"] / a["od_h"] < 1.7 and 1.3 < b["od_e"] / a["od_e"] < 1.7
-    assert tile_stats(np.stack([blur(t, 1.5) for t in real_patches[:16]]))["sharpness"] < 0.3 * a["sharpness"]
+    blurred = tile_stats(np.stack([blur(t, 1.5) for t in real_patches[:16]]))
+    assert blurred["sharpness"] < 0.3 * a["sharpness"] and blurred["sharpness_rel"] < 0.3 * a["sharpness_rel"]
+    # a denser stain raises the raw Laplacian variance (contrast) but not the contrast-free sharpness the check uses
+    assert b["sharpness"] > 1.15 * a["sharpness"] and abs(np.log10(b["sharpness_rel"] / a["sharpness_rel"])) < 0.05
     assert subsample_indices(10).tolist() == list(range(10)) and subsample_indices(100, 5).tolist() == [0, 25, 50, 74, 99]
 
 
@@ -104,7 +107,7 @@ def test_colour_and_sharpness_shift_against_the_reference(real_patches):
     scores = np.linspace(0.4, 0.6, 10)
     quiet = cohort_shift(ref, scores, slides_from(real_patches, 10, seed=2))
     assert not quiet["flagged"], quiet["reasons"]
-    assert abs(quiet["tiles"]["od_h"]["shift_sd"]) < 2 and abs(quiet["tiles"]["log10_sharpness"]["shift_sd"]) < 2
+    assert abs(quiet["tiles"]["od_h"]["shift_sd"]) < 1 and abs(quiet["tiles"]["log10_sharpness"]["shift_sd"]) < 1
 
     stained = cohort_shift(ref, scores, slides_from(real_patches, 10, seed=2, transform=lambda t: stain_scale(t, 1.4)))
     assert stained["flagged"] and stained["tiles"]["od_h"]["shift_sd"] > 2 and stained["tiles"]["od_e"]["shift_sd"] > 2

@@ -11,7 +11,9 @@ Three pieces:
   subsample of the slide's tiles at the bundle's coarsest resolution (10x), the mean optical
   density (OD = -ln((I + 1) / 256)) of haematoxylin and eosin over tissue pixels, from colour
   deconvolution with scikit-image's H&E(DAB) matrix (Ruifrok & Johnston), and the sharpness:
-  the mean variance of the Laplacian of the gray tiles (`wsi_prognosis.tissue.blur_score`).
+  the mean variance of the Laplacian of the gray tiles (`wsi_prognosis.tissue.blur_score`), and
+  that divided per tile by the tile's gray variance (``sharpness_rel``), which a denser or paler
+  stain leaves unchanged (the raw variance grows with stain contrast); the check compares the latter.
   `score` stores them in each slide's record (``slides/<id>.json``, key ``tile_stats``), so a
   resumed run keeps them; records written before the check existed are filled in on the next
   run (`backfill_tile_stats`).
@@ -89,7 +91,9 @@ def tile_stats(tiles: np.ndarray) -> dict[str, float]:
         ``od_h``, ``od_e``: mean haematoxylin / eosin optical density (natural-log OD,
         colour-deconvolved) over tissue pixels; ``od_mean``: mean OD over R, G, B of tissue
         pixels; ``tissue_px``: share of tissue pixels; ``sharpness``: mean variance of the
-        Laplacian of the gray tiles (gray levels²; see `wsi_prognosis.tissue.blur_score`).
+        Laplacian of the gray tiles (gray levels²; `wsi_prognosis.tissue.blur_score`);
+        ``sharpness_rel``: the same per tile divided by the tile's gray variance (contrast-free:
+        a denser or paler stain leaves it unchanged, blur lowers it), the one the check compares.
         The OD values are NaN when no pixel is tissue.
 
     Examples
@@ -103,7 +107,7 @@ def tile_stats(tiles: np.ndarray) -> dict[str, float]:
     >>> round(b["od_h"] / a["od_h"], 1), round(b["od_e"] / a["od_e"], 1)
     (1.5, 1.5)
     """
-    from wsi_prognosis.tissue import blur_score, to_gray
+    from wsi_prognosis.tissue import blur_score, laplacian_variance, to_gray
 
     tiles = np.asarray(tiles)
     if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.dtype != np.uint8 or len(tiles) == 0:
@@ -116,8 +120,11 @@ def tile_stats(tiles: np.ndarray) -> dict[str, float]:
         od_mean = float(od[tissue].mean())
     else:
         od_h = od_e = od_mean = math.nan
+    gray = to_gray(tiles)
+    lap = laplacian_variance(gray)
+    contrast = gray[:, 1:-1, 1:-1].reshape(len(gray), -1).astype(np.float64).var(axis=1)
     return {"od_h": od_h, "od_e": od_e, "od_mean": od_mean, "tissue_px": float(tissue.mean()),
-            "sharpness": blur_score(to_gray(tiles))}
+            "sharpness": blur_score(gray), "sharpness_rel": float((lap / np.maximum(contrast, 1.0)).mean())}
 
 
 def subsample_indices(n: int, k: int = STATS_TILES) -> np.ndarray:
@@ -185,7 +192,8 @@ def _finite(values: Iterable[Any]) -> np.ndarray:
 
 
 def _stat_values(slide_stats: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
-    values = _finite(s.get(key) for s in slide_stats if not s.get("error"))
+    source = "sharpness_rel" if key == "sharpness" else key  # compared: the contrast-free sharpness
+    values = _finite(s.get(source) for s in slide_stats if not s.get("error"))
     if key == "sharpness":
         values = np.log10(values[values > 0])
     return values
@@ -258,8 +266,8 @@ class ShiftLimits:
 
     max_score_shift_iqr: float = 0.5   # |median - tuning median| / tuning IQR
     max_ks: float = 0.3                # two-sample KS statistic D
-    max_colour_sd: float = 2.0         # |stain mean OD shift| in tuning between-slide SDs
-    max_sharpness_sd: float = 2.0      # |log10 sharpness shift| in tuning between-slide SDs
+    max_colour_sd: float = 1.0         # |stain mean OD shift| in tuning between-slide SDs
+    max_sharpness_sd: float = 1.0      # |log10 sharpness shift| in tuning between-slide SDs
     alpha: float = 0.05                # every limit flags only when the move is also significant at this level
                                        # (Mann-Whitney, KS, z of the cohort mean): a few slides never flag on noise
 
@@ -284,6 +292,11 @@ class ShiftLimits:
 
 def _r(x: float | None, digits: int = 4) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), digits)
+
+
+def _p(p: float | None) -> float | None:
+    """A p-value with 3 significant digits (never rounded to 0)."""
+    return None if p is None or not math.isfinite(p) else float(f"{p:.3g}")
 
 
 def _tile_shift(reference_tiles: Mapping[str, Any] | None, slide_stats: Sequence[Mapping[str, Any]],
@@ -314,7 +327,7 @@ def _tile_shift(reference_tiles: Mapping[str, Any] | None, slide_stats: Sequence
         p = float(2 * norm.sf(abs(z))) if math.isfinite(z) else math.nan
         limit = limits.max_sharpness_sd if key == "sharpness" else limits.max_colour_sd
         out[name] = {"mean": _r(mean), "tuning_mean": _r(ref_mean), "tuning_sd": _r(sd), "shift_sd": _r(shift_sd, 3),
-                     "p": _r(p, 6),
+                     "p": _p(p),
                      "ratio": _r(10 ** (mean - ref_mean) if key == "sharpness" else mean / ref_mean if ref_mean else math.nan, 3)}
         if math.isfinite(shift_sd) and abs(shift_sd) > limit and p < limits.alpha:
             what = "sharpness" if key == "sharpness" else f"{'haematoxylin' if key == 'od_h' else 'eosin'} OD"
@@ -341,8 +354,8 @@ def cohort_shift(reference: Mapping[str, Any], scores: Iterable[float], slide_st
         ks = ks_2samp(s, ref_scores)
         location_p = float(mannwhitneyu(s, ref_scores, alternative="two-sided").pvalue)
         entry.update(median=_r(median), tuning_median=_r(float(reference["median"])), tuning_iqr=_r(iqr),
-                     score_shift_iqr=_r(shift_iqr, 3), score_shift_p=_r(location_p, 6),
-                     ks=_r(float(ks.statistic)), ks_p=_r(float(ks.pvalue), 6))
+                     score_shift_iqr=_r(shift_iqr, 3), score_shift_p=_p(location_p),
+                     ks=_r(float(ks.statistic)), ks_p=_p(float(ks.pvalue)))
         if math.isfinite(shift_iqr) and abs(shift_iqr) > limits.max_score_shift_iqr and location_p < limits.alpha:
             reasons.append(f"median score moved {shift_iqr:+.2f} tuning IQRs (Mann-Whitney p = {location_p:.2g}; "
                            f"limit {limits.max_score_shift_iqr:g})")
