@@ -224,8 +224,9 @@ def make_plan(config: PlanConfig, bundle: Any, progress: bool = True) -> tuple[d
         k_reason = None if k is not None else (f"with tau² = {tau2:.4f} no number of cohorts up to {config.max_cohorts} gives "
                                                 f"a prediction interval excluding HR 1 for HR {config.hr:g}")
     unit = config.time_unit[:-1] if config.time_unit.endswith("s") else config.time_unit
+    hr_text = f"{config.hr:.1f}" if round(config.hr, 1) == config.hr else f"{config.hr:g}"  # "HR 2.0", "HR 1.75"
     headline = (f"The primary analysis needs {events} events (≈ {patients} patients at {100 * pi:.0f} % "
-                f"{config.horizon:g}-{unit} event rate) for {100 * config.power:.0f} % power to detect HR {config.hr:g} "
+                f"{config.horizon:g}-{unit} event rate) for {100 * config.power:.0f} % power to detect HR {hr_text} "
                 f"at α = {config.alpha:g}.")
     if len(ref) < 100:
         notes.append(f"The reference cohort is small ({len(ref)} patients): the resampled power curve repeats its few "

@@ -106,9 +106,11 @@ def pooled_analysis(cohorts: dict, names: Sequence[str], *, alpha: float = 0.05)
     for measure in MEASURES:
         estimates, notes = _cohort_estimates(cohorts, names, measure, alpha)
         out["notes"] += notes
+        others, _ = _cohort_estimates(cohorts, [c for c in cohorts if c not in names], measure, alpha)
+        keys = ("cohort", "hr", "ci_low", "ci_high", "se", "n", "events")
         entry: dict = {"cohorts_used": [e["cohort"] for e in estimates],
-                       "per_cohort": [{k: e[k] for k in ("cohort", "hr", "ci_low", "ci_high", "se", "n", "events")}
-                                      for e in estimates]}
+                       "per_cohort": [{k: e[k] for k in keys} for e in estimates],
+                       "not_pooled": [{k: e[k] for k in keys} for e in others]}  # shown in the forest plot, grey
         for e in estimates:
             rows.append({"measure": measure, "row": e["cohort"], "method": "cohort", "hr": e["hr"], "ci_low": e["ci_low"],
                          "ci_high": e["ci_high"], "k": 1})
@@ -136,6 +138,8 @@ def pooled_analysis(cohorts: dict, names: Sequence[str], *, alpha: float = 0.05)
 def plot_forest(pooled: dict, *, title: str | None = None):
     """Forest plot: one panel per measure (HR poor vs good, HR per SD), cohorts then DL/PM diamonds.
 
+    Cohorts outside the pool are drawn in grey (open squares), below the pooled ones.
+
     Log HR axis, a line at HR 1, the prediction interval as a thin bar under each diamond.
     Returns the Figure.
     """
@@ -145,19 +149,24 @@ def plot_forest(pooled: dict, *, title: str | None = None):
     import matplotlib.pyplot as plt
 
     measures = list(MEASURES)
-    n_rows = max(len(pooled[m]["per_cohort"]) + 2 for m in measures)
+    n_rows = max(len(pooled[m]["per_cohort"]) + len(pooled[m].get("not_pooled", [])) + 2 for m in measures)
     fig, axes = plt.subplots(1, len(measures), figsize=(11, 1.2 + 0.45 * n_rows), squeeze=False)
     for ax, measure in zip(axes[0], measures):
         entry = pooled[measure]
         labels, y = [], 0
         lows, highs = [], []
-        for c in entry["per_cohort"]:
-            ax.errorbar(c["hr"], -y, xerr=[[c["hr"] - c["ci_low"]], [c["ci_high"] - c["hr"]]], fmt="s", color="#333",
-                        ms=5, capsize=3, lw=1.2)
-            labels.append(f"{c['cohort']} (n={c['n']}, {c['events']} ev.)")
+
+        def cohort_row(c, pooled_row):
+            nonlocal y
+            ax.errorbar(c["hr"], -y, xerr=[[c["hr"] - c["ci_low"]], [c["ci_high"] - c["hr"]]], fmt="s",
+                        color="#333" if pooled_row else "#999", mfc="#333" if pooled_row else "white", ms=5, capsize=3, lw=1.2)
+            labels.append(f"{c['cohort']} (n={c['n']}, {c['events']} ev.)" + ("" if pooled_row else ", not pooled"))
             lows.append(c["ci_low"])
             highs.append(c["ci_high"])
             y += 1
+
+        for c in entry["per_cohort"]:
+            cohort_row(c, True)
         for method, color in (("dl", "#2b83ba"), ("pm", "#d7191c")):
             r = entry.get(method)
             if not r:
@@ -169,6 +178,8 @@ def plot_forest(pooled: dict, *, title: str | None = None):
             lows.append(r["pi_low"])
             highs.append(r["pi_high"])
             y += 1
+        for c in entry.get("not_pooled", []):  # the other cohorts, for comparison (grey, open squares)
+            cohort_row(c, False)
         ax.axvline(1.0, color="0.5", lw=0.8, ls="--")
         ax.set_xscale("log")
         if lows:
