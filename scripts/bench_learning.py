@@ -1,0 +1,198 @@
+#!/usr/bin/env python
+"""Learning benchmark: does the recipe learn real morphology, and do its groups survive a shift?
+
+For each planted signal kind (`wsi_prognosis.synth.realtex`: nuclear 40x, architecture 10x,
+immune 10x, stroma 10x) it builds a cohort on real H&E texture (training / tuning / test = other
+block of the training patients / validation = another site with a stain, blur and JPEG shift),
+then runs the real stages exactly as a user types them: tile -> train sweep -> select ->
+calibrate -> score -> analyze. It prints, per signal and cohort: ensemble C, oracle C (true
+risk), grade C, best / median member C per resolution, shares, HR poor vs good, and the
+validation shares against the tuning shares; `--sizes 100,200,400` adds a learning curve.
+
+    .venv/bin/python scripts/bench_learning.py                      # all four signals, 200 training patients
+    .venv/bin/python scripts/bench_learning.py --signals nuclear --sizes 100,200,400
+    .venv/bin/python scripts/bench_learning.py --recipe cox --train model.loss=cox   # one ablation row
+
+Cohorts and tiles are kept in --out/cohorts and reused by every recipe; each recipe's runs live
+in --out/<recipe>/. Results: --out/<recipe>/results.csv (one row per signal, size, cohort) and
+results.json. Up to ~45 minutes on 2 cores for the defaults; progress is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from wsi_prognosis.survival import concordance  # noqa: E402
+from wsi_prognosis.synth.realtex import SIGNALS, RealTexConfig, make_realtex_cohort  # noqa: E402
+
+TILE_OVERRIDES = ["tiling.tile_px=64", "tissue.mask_mpp=4", "tissue.min_tissue_area_um2=5000"]
+
+
+def stage(args: list[str], log: Path) -> None:
+    """Run one `wsi-prognosis` stage as a user would; its output goes to `log`."""
+    started = time.monotonic()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as handle:
+        handle.write(f"\n$ wsi-prognosis {' '.join(args)}\n")
+        handle.flush()
+        code = subprocess.call([sys.executable, "-m", "wsi_prognosis.cli", *args], stdout=handle,
+                               stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if code != 0:
+        raise SystemExit(f"stage failed (exit {code}): wsi-prognosis {' '.join(args)}; see {log}")
+    print(f"    {args[0]}: {time.monotonic() - started:.0f} s", flush=True)
+
+
+def c_index(frame: pd.DataFrame, column: str) -> float:
+    frame = frame.dropna(subset=[column])
+    if frame["event"].sum() == 0 or len(frame) < 3:
+        return float("nan")
+    return float(concordance(frame["time"].to_numpy(), frame["event"].to_numpy(), frame[column].to_numpy()))
+
+
+def cohort_metrics(scores_dir: Path, cohort_dir: Path, analysis_dir: Path) -> list[dict]:
+    """Per cohort: ensemble / oracle / grade / member C, shares and HR poor vs good."""
+    slides = pd.read_csv(scores_dir / "scores.csv", dtype={"patient_id": str})
+    patients = pd.read_csv(scores_dir / "patient_scores.csv", dtype={"patient_id": str})
+    clinical = pd.read_csv(cohort_dir / "clinical.csv", dtype={"patient_id": str})
+    truth = pd.read_csv(cohort_dir / "truth.csv", dtype={"patient_id": str})
+    summary = json.loads((analysis_dir / "summary.json").read_text())
+    members = [c for c in slides.columns if c.startswith("member_")]
+    per_patient_members = (slides[slides["status"] == "ok"].groupby(["cohort", "patient_id"])[members].mean()
+                           .reset_index())
+    rows = []
+    for cohort, frame in patients.groupby("cohort"):
+        frame = frame.merge(clinical, on="patient_id").merge(truth, on="patient_id")
+        frame = frame.merge(per_patient_members[per_patient_members["cohort"] == cohort].drop(columns="cohort"),
+                            on="patient_id", how="left")
+        row = {"cohort": cohort, "n": len(frame), "events": int(frame["event"].sum()),
+               "c_ensemble": c_index(frame, "score"), "c_oracle": c_index(frame, "risk"),
+               "c_grade": c_index(frame, "grade")}
+        for res in ("10x", "40x"):
+            cs = [c_index(frame, m) for m in members if m.startswith(f"member_{res}")]
+            cs = [c for c in cs if not np.isnan(c)]
+            row[f"c_best_{res}"] = max(cs) if cs else float("nan")
+            row[f"c_median_{res}"] = float(np.median(cs)) if cs else float("nan")
+        all_members = [c_index(frame, m) for m in members]
+        row["c_median_member"] = float(np.nanmedian(all_members)) if members else float("nan")
+        shares = frame["risk_group"].value_counts(normalize=True)
+        for group in ("good", "uncertain", "poor"):
+            row[f"share_{group}"] = float(shares.get(group, 0.0))
+        hr = ((summary["cohorts"].get(cohort) or {}).get("hr") or {}).get("poor_vs_good") or {}
+        row.update(hr_poor=hr.get("hr"), hr_low=hr.get("ci_low"), hr_high=hr.get("ci_high"))
+        row["score_iqr"] = float(frame["score"].quantile(0.75) - frame["score"].quantile(0.25))
+        rows.append(row)
+    return rows
+
+
+def run_signal(signal: str, n_train: int, args: argparse.Namespace) -> list[dict]:
+    out = Path(args.out)
+    name = f"{signal}_n{n_train}_s{args.seed}"
+    cohort_dir, tiles = out / "cohorts" / name, out / "cohorts" / f"{name}_tiles"
+    work = out / args.recipe / name
+    log = work / "stages.log"
+    started = time.monotonic()
+    print(f"[{signal}, {n_train} training patients, recipe {args.recipe}] -> {work}", flush=True)
+    make_realtex_cohort(cohort_dir, RealTexConfig(
+        texture_dir=str(REPO / "tests" / "data"), signal=signal, seed=args.seed, n_training=n_train,
+        n_tuning=args.n_tuning, n_validation=args.n_validation, workers=args.workers))
+    manifest, clinical = cohort_dir / "manifest.csv", cohort_dir / "clinical.csv"
+    if not (tiles / "run_tile.json").is_file():
+        stage(["tile", f"manifest={manifest}", f"out={tiles}", f"workers={args.workers}", *TILE_OVERRIDES],
+              out / "cohorts" / f"{name}_tile.log")
+    runs, bundle, calibrated = work / "runs", work / "bundle", work / "bundle_calibrated"
+    scores, analysis = work / "scores", work / "analysis"
+    seeds = ",".join(str(args.seed + i) for i in range(args.members))
+    if not (runs / "sweep_done.json").is_file():
+        stage(["train", "--multirun", f"manifest={manifest}", f"clinical={clinical}", f"tiles={tiles}", f"out={runs}",
+               "resolution=10x,40x", f"seed={seeds}", "experiment=demo", *args.train], log)
+        (runs / "sweep_done.json").write_text("{}\n")
+    if not (bundle / "run_select.json").is_file():
+        stage(["select", f"runs={runs}", f"out={bundle}", f"k={args.keep}", *args.select], log)
+    if not (calibrated / "run_calibrate.json").is_file():
+        stage(["calibrate", f"bundle={bundle}", f"manifest={manifest}", f"clinical={clinical}", f"tiles={tiles}",
+               f"out={calibrated}", "engine.workers=0"], log)
+    if not (scores / "run_score.json").is_file():
+        stage(["score", f"bundle={calibrated}", f"manifest={manifest}", f"tiles={tiles}", f"out={scores}",
+               "engine.workers=0", "exports.heatmap=false", "exports.geojson=false"], log)
+    if not (analysis / "run_analyze.json").is_file():
+        stage(["analyze", f"scores={scores / 'patient_scores.csv'}", f"clinical={clinical}", f"out={analysis}",
+               "analysis.bootstrap.n=0"], log)
+    rows = cohort_metrics(scores, cohort_dir, analysis)
+    for row in rows:
+        row.update(signal=signal, n_train=n_train, recipe=args.recipe, minutes=round((time.monotonic() - started) / 60, 1))
+    return rows
+
+
+def print_table(table: pd.DataFrame) -> None:
+    cols = ["signal", "n_train", "cohort", "n", "c_ensemble", "c_oracle", "c_grade", "c_best_10x", "c_median_10x",
+            "c_best_40x", "c_median_40x", "share_good", "share_uncertain", "share_poor", "hr_poor", "hr_low", "hr_high"]
+    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
+        print(table[[c for c in cols if c in table]].to_string(index=False))
+    print("\nTargets (validation): C >= oracle - 0.07 and > grade C; HR CI excludes 1; shares within 10 pp of tuning;"
+          " ensemble C >= median member C.")
+    for (signal, n), group in table.groupby(["signal", "n_train"]):
+        by = group.set_index("cohort")
+        if "validation" not in by.index or "tuning" not in by.index:
+            continue
+        v, t = by.loc["validation"], by.loc["tuning"]
+        drift = max(abs(v[f"share_{g}"] - t[f"share_{g}"]) for g in ("good", "uncertain", "poor"))
+        checks = {
+            "C>=oracle-0.07": v["c_ensemble"] >= v["c_oracle"] - 0.07,
+            "C>grade": v["c_ensemble"] > v["c_grade"],
+            "HR CI>1": v["hr_low"] is not None and not pd.isna(v["hr_low"]) and v["hr_low"] > 1,
+            "shares±10pp": drift <= 0.10,
+            "ens>=median member": v["c_ensemble"] >= v["c_median_member"],
+        }
+        print(f"  {signal:13s} n={n}: " + "  ".join(f"{k} {'PASS' if ok else 'fail'}" for k, ok in checks.items())
+              + f"  (max share drift {100 * drift:.0f} pp)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(REPO / "bench_out" / "learning"))
+    parser.add_argument("--signals", default=",".join(SIGNALS), help=f"comma list of {SIGNALS}")
+    parser.add_argument("--sizes", default="200", help="training-cohort sizes (a learning curve with several)")
+    parser.add_argument("--curve-signal", default=None, help="signal for sizes other than the first (default: first signal)")
+    parser.add_argument("--n-tuning", type=int, default=80)
+    parser.add_argument("--n-validation", type=int, default=100)
+    parser.add_argument("--members", type=int, default=3, help="candidates trained per resolution")
+    parser.add_argument("--keep", type=int, default=2, help="members kept per resolution by select")
+    parser.add_argument("--recipe", default="default", help="name of this recipe (its own runs folder)")
+    parser.add_argument("--train", action="append", default=[], help="extra train override (repeatable)")
+    parser.add_argument("--select", action="append", default=[], help="extra select override (repeatable)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    signals = [s for s in args.signals.split(",") if s]
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    unknown = sorted(set(signals) - set(SIGNALS))
+    if unknown:
+        parser.error(f"unknown signal {unknown[0]!r}; use {SIGNALS}")
+    jobs = [(s, sizes[0]) for s in signals] + [(args.curve_signal or signals[0], n) for n in sizes[1:]]
+    started = time.monotonic()
+    rows: list[dict] = []
+    for i, (signal, n) in enumerate(jobs, 1):
+        print(f"== job {i}/{len(jobs)} ({(time.monotonic() - started) / 60:.1f} min so far)", flush=True)
+        rows += run_signal(signal, n, args)
+        table = pd.DataFrame(rows)
+        target = Path(args.out) / args.recipe
+        table.to_csv(target / "results.csv", index=False)
+        (target / "results.json").write_text(table.to_json(orient="records", indent=1))
+    print(f"\nrecipe {args.recipe}: {(time.monotonic() - started) / 60:.1f} min; train overrides {args.train}\n")
+    print_table(pd.DataFrame(rows))
+
+
+if __name__ == "__main__":
+    main()
