@@ -129,10 +129,12 @@ def _headline(analysis_dir: Path) -> str:
     summary = json.loads((analysis_dir / "summary.json").read_text())
     validation = summary["cohorts"].get("validation", {})
     poor = (validation.get("hr") or {}).get("poor_vs_good") or {}
+    flagged = (summary.get("shift") or {}).get("flagged") or []  # the domain-shift check
+    shift = f"\ndomain shift flagged in: {', '.join(flagged)} (thresholds not refitted; see the report)" if flagged else ""
     if poor.get("hr") is None:
-        return "validation cohort: poor vs good hazard ratio not estimable (see report)"
+        return "validation cohort: poor vs good hazard ratio not estimable (see report)" + shift
     return (f"validation cohort: poor vs good prognosis HR {poor['hr']:.2f} "
-            f"(95 % CI {poor['ci_low']:.2f}-{poor['ci_high']:.2f}, p={poor['p']:.2g})")
+            f"(95 % CI {poor['ci_low']:.2f}-{poor['ci_high']:.2f}, p={poor['p']:.2g})") + shift
 
 
 def _study_lines(analysis_dir: Path, out: Path) -> list[str]:
