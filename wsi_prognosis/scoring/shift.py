@@ -153,7 +153,11 @@ def slide_tile_stats(path: str, grids: Mapping[str, Any], coords: Mapping[str, n
         idx = subsample_indices(len(coords[res]), n_tiles)
         if len(idx) == 0:
             return {"error": f"no {res} tiles"}
-        tiles = TileReader(str(path), grids[res], float(slide_mpp)).read(np.asarray(coords[res])[idx])
+        reader = TileReader(str(path), grids[res], float(slide_mpp))
+        try:
+            tiles = reader.read(np.asarray(coords[res])[idx])
+        finally:
+            reader.close()
         stats = tile_stats(tiles)
         return {"resolution": res, "mpp": float(grids[res].mpp), "n_tiles": int(len(idx)),
                 **{k: (None if isinstance(v, float) and math.isnan(v) else round(float(v), 6)) for k, v in stats.items()}}
