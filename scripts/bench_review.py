@@ -82,6 +82,20 @@ def make_scores(folder: Path, slide: Path, rows: int) -> None:
                               "mpp": 0.25})
         os.link(heatmap, folder / "heatmaps" / f"{slide_id}.png")
     (folder / "scores.csv").write_text("\n".join(lines) + "\n")
+    # tile scores for the first row: the real lattice sizes (10x 224 µm, 40x 56 µm tiles at 0.25 µm/px)
+    # over ~38 % of the slide, so the viewer draws an overlay of the size a real slide has
+    with openslide.OpenSlide(str(slide)) as handle:
+        width, height = handle.dimensions
+    arrays = {}
+    for res, side in (("10x", 896), ("40x", 224)):
+        xs, ys = np.meshgrid(np.arange(width // side) * side, np.arange(height // side) * side)
+        coords = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.int64)
+        keep = rng.random(len(coords)) < 0.38
+        coords = coords[keep]
+        logits = rng.normal((coords[:, 0] / width - 0.5) * 6, 1.0, size=(5, len(coords))).astype(np.float32)
+        arrays.update({f"coords_{res}": coords, f"logits_{res}": logits,
+                       f"members_{res}": np.asarray([f"{res}_{k}" for k in range(5)])})
+    np.savez_compressed(folder / "slides" / "S00000.npz", **arrays)
     (folder / "run_score.json").write_text(json.dumps({"thresholds": {"low": 0.35, "high": 0.55},
                                                        "bundle_id": "bench"}))
 
@@ -110,6 +124,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     slide = args.slide or benchmark_slide()
+    import numpy as np
 
     from wsi_prognosis.review.app import create_app
     from wsi_prognosis.review.deepzoom import TileService
@@ -207,6 +222,22 @@ def main() -> int:
                     print("  in headless chromium (a new page of 100 rows each time):")
                     print(f"    table shown (DOMContentLoaded)          {percentiles(ready)}")
                     print(f"    load event (visible thumbnails loaded)  {percentiles(loads)}")
+                    n40 = len(np.load(work / "scores" / "slides" / "S00000.npz")["coords_40x"])
+                    n10 = len(np.load(work / "scores" / "slides" / "S00000.npz")["coords_10x"])
+                    started = time.perf_counter()
+                    browser.open(f"{server.url}/slide/S00000")
+                    browser.wait_for("window.reviewState && window.reviewState.tilesLoaded > 0", 60)
+                    first = time.perf_counter() - started
+                    browser.wait_for("window.reviewState.overlayDrawn && window.reviewState.resolution === '10x'", 60)
+                    drawn10 = time.perf_counter() - started
+                    started = time.perf_counter()
+                    browser.evaluate("(() => { const r = document.getElementById('resolution');"
+                                     " r.value = '40x'; r.dispatchEvent(new Event('change')); return 1; })()")
+                    browser.wait_for("window.reviewState.resolution === '40x'", 60)
+                    drawn40 = time.perf_counter() - started
+                    print(f"  viewer on the benchmark slide: first deep-zoom tile {first * 1000:.0f} ms and the 10x "
+                          f"heatmap ({n10} tiles) {drawn10 * 1000:.0f} ms after navigation; switching to the 40x "
+                          f"heatmap ({n40} tiles) {drawn40 * 1000:.0f} ms")
         tiles.close()
         print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
     finally:

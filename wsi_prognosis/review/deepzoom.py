@@ -112,9 +112,13 @@ class _OpenSlides:
         dz = DeepZoomGenerator(handle, tile_size=TILE_SIZE, overlap=OVERLAP, limit_bounds=False)
         self._open[path] = (handle, dz)
         while len(self._open) > self.capacity:
-            _, (old, _) = self._open.popitem(last=False)
+            dropped, (old, _) = self._open.popitem(last=False)
             old.close()
+            self._dropped(dropped)
         return dz
+
+    def _dropped(self, path: str) -> None:
+        """Called when `path` is closed (subclasses drop what they keep for it)."""
 
     def close(self) -> None:
         for handle, _ in self._open.values():
@@ -150,28 +154,117 @@ class SlideCache:
 
 # ------------------------------------------------------------------ worker side
 
-_WORKER_SLIDES: _OpenSlides | None = None
+class _Overview:
+    """Deep-zoom levels coarser than the slide's smallest pyramid level, cut from one cached image.
+
+    DeepZoomGenerator reads a coarse tile from the smallest pyramid level and shrinks it: when the
+    pyramid stops at 1/32 (2,500 px for an 80,000-px slide), each of the first screens' tiles reads
+    up to the whole level again (0.05-0.3 s each, seconds on a busy machine). Here that level is
+    read once per worker and slide, shrunk once per deep-zoom level, and tiles are cropped from it
+    with the generator's own tile geometry (size, overlap).
+    """
+
+    MAX_PIXELS = 16_000_000   # a slide without a small level (no pyramid) keeps DeepZoomGenerator's path
+
+    def __init__(self, handle: Any, dz: Any) -> None:
+        from PIL import Image
+
+        self.dz = dz
+        smallest = handle.level_count - 1
+        width, height = handle.level_dimensions[smallest]
+        self.usable = width * height <= self.MAX_PIXELS
+        self.width = width
+        self._levels: dict[int, Any] = {}
+        self._base = None
+        if self.usable:
+            rgba = handle.read_region((0, 0), smallest, (width, height))
+            background = "#" + handle.properties.get("openslide.background-color", "ffffff")
+            base = Image.new("RGB", rgba.size, background)
+            base.paste(rgba, mask=rgba.split()[3])
+            self._base = base
+
+    def covers(self, level: int) -> bool:
+        """True for deep-zoom levels at least 2x coarser than the smallest pyramid level."""
+        return self.usable and self.dz.level_dimensions[level][0] * 2 <= self.width
+
+    def tile(self, level: int, col: int, row: int) -> Any:
+        from PIL import Image
+
+        if not self._levels:
+            # every covered level at once, each from the next finer one (a halving: cheap)
+            image = self._base
+            for z in range(len(self.dz.level_dimensions) - 1, -1, -1):
+                if self.covers(z):
+                    image = image.resize(self.dz.level_dimensions[z], Image.Resampling.LANCZOS, reducing_gap=3.0)
+                    self._levels[z] = image
+        image = self._levels[level]
+        size, overlap = TILE_SIZE, OVERLAP
+        cols, rows = self.dz.level_tiles[level]
+        width, height = image.size
+        left = col * size - (overlap if col > 0 else 0)
+        top = row * size - (overlap if row > 0 else 0)
+        right = min(col * size + size, width) + (overlap if col < cols - 1 else 0)
+        bottom = min(row * size + size, height) + (overlap if row < rows - 1 else 0)
+        return image.crop((left, top, min(right, width), min(bottom, height)))
+
+
+class _WorkerSlides(_OpenSlides):
+    """A worker's open slides, each with its overview for the coarse levels."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self._overviews: OrderedDict[str, _Overview] = OrderedDict()
+
+    def _dropped(self, path: str) -> None:
+        self._overviews.pop(path, None)
+
+    def tile(self, path: str, level: int, col: int, row: int) -> Any:
+        dz = self.get(path)
+        overview = self._overviews.get(path)
+        if overview is None:
+            handle = self._open[path][0]
+            smallest = handle.level_dimensions[-1]
+            if dz.level_dimensions[level][0] * 2 > smallest[0]:
+                return dz.get_tile(level, (col, row))   # a fine level: no overview needed yet
+            overview = _Overview(handle, dz)
+            self._overviews[path] = overview
+            while len(self._overviews) > min(4, self.capacity):   # ~15 MB each
+                self._overviews.popitem(last=False)
+        self._overviews.move_to_end(path)
+        if overview.covers(level):
+            return overview.tile(level, col, row)
+        return dz.get_tile(level, (col, row))
+
+
+_WORKER_SLIDES: _WorkerSlides | None = None
 
 
 def _init_worker(capacity: int) -> None:
     global _WORKER_SLIDES
-    try:
-        os.nice(5)  # tiles for a person are latency work, but never starve the machine's other jobs
-    except OSError:
-        pass
-    _WORKER_SLIDES = _OpenSlides(capacity)
+    _WORKER_SLIDES = _WorkerSlides(capacity)
 
 
 def _ping() -> int:
     return os.getpid()
 
 
+def _prepare(path: str) -> None:
+    """Open the slide and build its coarse levels in this worker before the viewer asks for tiles."""
+    global _WORKER_SLIDES
+    if _WORKER_SLIDES is None:
+        _WORKER_SLIDES = _WorkerSlides(8)
+    try:
+        _WORKER_SLIDES.tile(path, 0, 0, 0)
+    except Exception:  # a broken slide shows up when its tiles are asked for (404 with the reason logged)
+        pass
+
+
 def render_tile(path: str, level: int, col: int, row: int, quality: int = JPEG_QUALITY) -> bytes:
     """One deep-zoom tile as JPEG bytes (runs in a worker; also callable in-process)."""
     global _WORKER_SLIDES
     if _WORKER_SLIDES is None:
-        _WORKER_SLIDES = _OpenSlides(8)
-    image = _WORKER_SLIDES.get(path).get_tile(level, (col, row))
+        _WORKER_SLIDES = _WorkerSlides(8)
+    image = _WORKER_SLIDES.tile(path, level, col, row)
     if image.mode != "RGB":
         image = image.convert("RGB")
     buffer = io.BytesIO()
@@ -190,6 +283,7 @@ class TileService:
         self.workers = workers
         self._slide_capacity = slide_cache
         self._pool_lock = threading.Lock()
+        self._prepared: set[str] = set()
         self._pool: ProcessPoolExecutor | None = self._new_pool() if workers > 0 else None
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -201,6 +295,18 @@ class TileService:
         if self._pool is not None:
             for future in [self._pool.submit(_ping) for _ in range(self.workers)]:
                 future.result()
+
+    def prepare(self, path: Path) -> None:
+        """Let every worker open `path` now (the viewer page is being sent; its tiles follow)."""
+        pool = self._pool
+        if pool is None or str(path) in self._prepared:
+            return
+        self._prepared.add(str(path))
+        try:
+            for _ in range(self.workers):
+                pool.submit(_prepare, str(path))
+        except (BrokenProcessPool, RuntimeError):
+            pass   # the next tile request restarts the pool
 
     async def tile(self, slide_id: str, path: Path, level: int, col: int, row: int) -> bytes | None:
         """JPEG bytes, or None when (level, col, row) is outside the slide's pyramid."""
@@ -232,6 +338,7 @@ class TileService:
                 return   # another request restarted it already
             log.error("a deep-zoom tile worker died; starting a new worker pool")
             broken.shutdown(wait=False, cancel_futures=True)
+            self._prepared.clear()
             self._pool = self._new_pool()
 
     def close(self) -> None:
