@@ -76,13 +76,23 @@ def protocol_box_html(summary: dict) -> str:
         devs = ('<div class="warn"><b>Deviations from the protocol</b><ul>'
                 + "".join(f"<li>{_e(d)}</li>" for d in p["deviations"]) + "</ul></div>")
     secondary = "".join(f"<li>{_e(s)}</li>" for s in p.get("secondary") or [])
+    planned = ""
+    exp, cohort = p.get("expected"), summary["cohorts"].get(pr["cohort"])
+    if exp and exp.get("events_needed") is not None:
+        planned = (f'<div class="sub">Planned: {exp["events_needed"]} events for {100 * exp["power"]:.0f} % power to detect '
+                   f'HR {exp["hr"]:g} at α = {exp["alpha"]:g}')
+        if cohort and pr.get("comparison"):
+            target = pr["comparison"].split("_vs_")[0]
+            observed = cohort["events_by_group"].get("good", 0) + cohort["events_by_group"].get(target, 0)
+            planned += f"; the {_e(pr['cohort'])} cohort has {observed} events in the compared groups"
+        planned += ".</div>"
     return (f'<div class="primary"><div>{label("primary")} Pre-registered protocol <code>{_e(p["id"][:16])}</code>, '
             f'locked {_e(p["locked_at"])} (bundle <code>{_e(p.get("bundle_id", ""))}</code>)</div>'
             f'<div>Primary analysis as written: {_e(pr.get("description", ""))}. '
             f'Decision rule: {_e(pr.get("decision_rule", ""))}.</div>'
             f'<div class="big">{_e(pr["cohort"])} cohort — {_e(_MEASURE_NAMES.get(pr["measure"], pr["measure"]))}'
             f'{" " + _e(pr["comparison"].replace("_", " ")) if pr.get("comparison") and pr["measure"].startswith("hr") else ""}: '
-            f'{result} — {verdict}</div>{devs}'
+            f'{result} — {verdict}</div>{planned}{devs}'
             + (f'<details><summary>Secondary analyses (protocol)</summary><ul>{secondary}</ul></details>' if secondary else "")
             + '<div class="sub">Everything not named in the protocol is exploratory.</div></div>')
 
