@@ -201,3 +201,35 @@ def test_a_dead_tile_worker_is_replaced(scored_batch) -> None:
         assert asyncio.run(ask(1))[:2] == b"\xff\xd8"   # JPEG from the new pool
     finally:
         service.close()
+
+
+def test_coarse_levels_from_the_overview_match_deepzoomgenerator(tmp_path) -> None:
+    """Tiles of the levels cut from the cached overview have DeepZoomGenerator's geometry and pixels."""
+    import numpy as np
+    import openslide
+    import tifffile
+    from openslide.deepzoom import DeepZoomGenerator
+
+    from wsi_prognosis.review.deepzoom import OVERLAP, TILE_SIZE, _WorkerSlides
+
+    # a 3000 x 2000 tiled TIFF without a pyramid: every level below 1500 px comes from the overview
+    y, x = np.mgrid[0:2000, 0:3000]
+    rgb = np.stack([(x / 12) % 256, (y / 8) % 256, ((x + y) / 20) % 256], axis=2).astype(np.uint8)
+    path = tmp_path / "flat.tiff"
+    tifffile.imwrite(path, rgb, tile=(256, 256), photometric="rgb")
+    slides = _WorkerSlides(2)
+    with openslide.OpenSlide(str(path)) as handle:
+        dz = DeepZoomGenerator(handle, tile_size=TILE_SIZE, overlap=OVERLAP, limit_bounds=False)
+        covered = [z for z in range(dz.level_count) if dz.level_dimensions[z][0] * 2 <= 3000]
+        assert max(covered) == dz.level_count - 2
+        for level in covered:
+            cols, rows = dz.level_tiles[level]
+            for col in range(cols):
+                for row in range(rows):
+                    want = np.asarray(dz.get_tile(level, (col, row)).convert("RGB"), dtype=float)
+                    got = np.asarray(slides.tile(str(path), level, col, row).convert("RGB"), dtype=float)
+                    h, w = min(want.shape[0], got.shape[0]), min(want.shape[1], got.shape[1])
+                    assert abs(want.shape[0] - got.shape[0]) <= 1 and abs(want.shape[1] - got.shape[1]) <= 1
+                    if h > 4 and w > 4:
+                        assert np.abs(want[:h, :w] - got[:h, :w]).mean() < 6, (level, col, row)
+    slides.close()
