@@ -233,3 +233,23 @@ def test_coarse_levels_from_the_overview_match_deepzoomgenerator(tmp_path) -> No
                     if h > 4 and w > 4:
                         assert np.abs(want[:h, :w] - got[:h, :w]).mean() < 6, (level, col, row)
     slides.close()
+
+
+def test_only_local_host_names_are_answered_on_localhost(scored_batch) -> None:
+    """A page elsewhere that rebinds its DNS name to 127.0.0.1 gets 400, not the batch."""
+    from starlette.testclient import TestClient
+
+    from wsi_prognosis.review.app import LOCAL_HOST_NAMES, ReviewOptions, create_app
+    from wsi_prognosis.review.deepzoom import TileService
+    from wsi_prognosis.review.index import build_index
+
+    tiles = TileService(workers=0)
+    app = create_app(build_index(scored_batch), tiles, ReviewOptions(allowed_hosts=LOCAL_HOST_NAMES))
+    try:
+        with TestClient(app, base_url="http://127.0.0.1:8765") as client:
+            assert client.get("/").status_code == 200
+            assert client.get("/", headers={"host": "localhost:8765"}).status_code == 200
+            evil = client.get("/", headers={"host": "attacker.example:8765"})
+            assert evil.status_code == 400 and "data-slide" not in evil.text
+    finally:
+        tiles.close()

@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
@@ -54,10 +55,16 @@ SECURITY_HEADERS = {
 }
 
 
+LOCAL_HOST_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
 @dataclass(frozen=True)
 class ReviewOptions:
     thumbnail_px: int = 160
     per_page: int = 100
+    # Host headers answered (others get 400): on localhost this stops a web page elsewhere from
+    # reading the review pages through DNS rebinding. None: any (the server was bound to every interface).
+    allowed_hosts: tuple[str, ...] | None = None
 
 
 def _templates() -> Any:
@@ -230,8 +237,11 @@ def create_app(index: BatchIndex, tiles: TileService, options: ReviewOptions = R
         Route("/dz/{name:path}", deepzoom),
         Mount("/static", app=static, name="static"),
     ]
-    return Starlette(routes=routes,
-                     middleware=[Middleware(ReadOnlyHeaders), Middleware(GZipMiddleware, minimum_size=2048, compresslevel=5)],
+    middleware = [Middleware(ReadOnlyHeaders)]
+    if options.allowed_hosts is not None:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(options.allowed_hosts)))
+    middleware.append(Middleware(GZipMiddleware, minimum_size=2048, compresslevel=5))
+    return Starlette(routes=routes, middleware=middleware,
                      exception_handlers={HTTPException: http_error, Exception: server_error})
 
 

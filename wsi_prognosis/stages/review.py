@@ -40,6 +40,7 @@ class ReviewConfig:
     thumbnail_px: int
     per_page: int
     check_slides: bool
+    allowed_hosts: tuple[str, ...] | None
     qc: Any  # QcThresholds
 
     @classmethod
@@ -55,6 +56,16 @@ class ReviewConfig:
         host = str(c.get("host") or "")
         if not host:
             raise ConfigurationError("host is empty. Fix: host=127.0.0.1 (this machine) or host=0.0.0.0 (every interface).")
+        allowed = c.get("allowed_hosts")
+        if allowed is None:
+            from wsi_prognosis.review.app import LOCAL_HOST_NAMES
+            from wsi_prognosis.review.server import LOCAL_HOSTS
+
+            allowed_hosts = LOCAL_HOST_NAMES if host in LOCAL_HOSTS else None
+        elif isinstance(allowed, list) and all(isinstance(a, str) and a for a in allowed):
+            allowed_hosts = tuple(allowed)
+        else:
+            raise ConfigurationError(f"allowed_hosts={allowed!r}: a list of host names, e.g. [review.lab.local], or null.")
         manifest = c.get("manifest")
         if manifest is not None and not Path(str(manifest)).is_file():
             raise ConfigurationError(f"manifest={manifest}: not a file. Fix: a manifest CSV, or omit manifest=.")
@@ -66,7 +77,7 @@ class ReviewConfig:
             jpeg_quality=_int(c.get("jpeg_quality", 80), "jpeg_quality", 10, 95),
             thumbnail_px=_int(c.get("thumbnail_px", 160), "thumbnail_px", 16, 1024),
             per_page=_int(c.get("per_page", 100), "per_page", 10, 1000),
-            check_slides=bool(c.get("check_slides", True)),
+            check_slides=bool(c.get("check_slides", True)), allowed_hosts=allowed_hosts,
             qc=QcThresholds(**{k: _float(v, f"qc.{k}") for k, v in qc.items()}),
         )
 
@@ -91,7 +102,8 @@ def run(cfg: DictConfig) -> None:
         tiles.warm_up()
         if config.check_slides:
             index.check_all_in_background()
-        app = create_app(index, tiles, ReviewOptions(thumbnail_px=config.thumbnail_px, per_page=config.per_page))
+        app = create_app(index, tiles, ReviewOptions(thumbnail_px=config.thumbnail_px, per_page=config.per_page,
+                                                     allowed_hosts=config.allowed_hosts))
         shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
         print(f"wsi-prognosis review: {len(index.entries)} slide(s) from {config.scores} at "
               f"http://{shown}:{config.port}/  (Ctrl+C stops)", flush=True)
