@@ -110,3 +110,13 @@ def test_viewer_without_tile_scores_opens_and_says_why(served, browser) -> None:
     assert "No heatmap" in note and "no tile scores" in note
     assert browser.evaluate("window.reviewState.overlayDrawn") is False
     browser.wait_for("window.reviewState.tilesLoaded > 0")
+
+
+def test_keys_n_and_p_follow_the_filter(served, browser) -> None:
+    browser.open(f"{served}/slide/P0001-training-1?cohort=training")
+    browser.call("Input.dispatchKeyEvent", type="keyDown", key="n", text="n")
+    assert browser.wait_for("location.pathname === '/slide/P0002-training-1' && location.search", 15) == "?cohort=training"
+    browser.wait_for("document.readyState === 'complete'")
+    assert browser.evaluate("document.getElementById('next').getAttribute('href')") == "/slide/MOVED-1?cohort=training"
+    browser.call("Input.dispatchKeyEvent", type="keyDown", key="p", text="p")
+    browser.wait_for("location.pathname === '/slide/P0001-training-1'", 15)

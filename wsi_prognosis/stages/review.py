@@ -94,7 +94,6 @@ def run(cfg: DictConfig) -> None:
     sock = bind(config.host, config.port)  # before the worker pool: a taken port fails at once
     warning = remote_warning(config.host)
     if warning:
-        log.warning("%s", warning)
         print(f"wsi-prognosis review: WARNING: {warning}", flush=True)
     tiles = TileService(workers=config.workers, slide_cache=config.slide_cache, tile_cache_mb=config.tile_cache_mb,
                         quality=config.jpeg_quality)

@@ -8,6 +8,12 @@
     tilesLoaded: 0, tileErrors: 0, overlayDrawn: false, overlayTiles: 0, outlinePolygons: 0,
     opened: false, layer: null, resolution: null, note: ""
   };
+  // "n" / "p": next / previous slide in the batch page's filter (also on an unavailable slide's page)
+  document.addEventListener("keydown", function (event) {
+    if (event.altKey || event.ctrlKey || event.metaKey || /INPUT|SELECT|TEXTAREA/.test(event.target.tagName)) { return; }
+    var link = document.getElementById(event.key === "n" ? "next" : event.key === "p" ? "prev" : "");
+    if (link) { window.location.href = link.href; }
+  });
   var container = document.getElementById("viewer");
   if (!container) { return; }  // slide unavailable: the page says why
 
