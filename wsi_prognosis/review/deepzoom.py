@@ -7,6 +7,9 @@
   each worker keeps its own LRU of open slides. Encoding is CPU work that holds the GIL in PIL
   and openslide, so processes, not threads, let two cores encode two tiles at once.
 - Encoded tiles are kept in an LRU by bytes (`BytesLRU`), so panning back is free.
+- Deep-zoom levels at least 2x coarser than the slide's smallest pyramid level (the first screens
+  of a slide whose pyramid stops at 1/32) are cropped, with the generator's tile geometry, from
+  one cached image of that level per worker (`_Overview`) instead of re-reading the level per tile.
 
 Only the main image pyramid is ever read: never `associated_images` (label, macro, thumbnail)
 and never `properties` beyond what the geometry needs.
