@@ -110,6 +110,9 @@ def create_app(index: BatchIndex, tiles: TileService, options: ReviewOptions = R
         params.setdefault("per_page", str(options.per_page))
         return Query.from_params(params)
 
+    counts = {g: sum(e.risk_group == g for e in index.entries) for g in GROUPS}
+    counts["failed"] = sum(e.status != "ok" for e in index.entries)
+
     async def batch_page(request: Request) -> Response:
         started = time.perf_counter()
         query = query_of(request)
@@ -121,7 +124,7 @@ def create_app(index: BatchIndex, tiles: TileService, options: ReviewOptions = R
             sort_keys=[("slide_id", "slide"), ("patient_id", "patient"), ("cohort", "cohort"), ("score", "score"),
                        ("risk_group", "group"), ("n_tiles_10x", "10x"), ("n_tiles_40x", "40x"), ("qc", "QC"),
                        ("spread", "spread"), ("status", "status")],
-            unchecked=sum(not e.checked for e in index.entries),
+            unchecked=sum(not e.checked for e in index.entries), counts=counts,
             elapsed_ms=(time.perf_counter() - started) * 1000)
         return HTMLResponse(html)
 
