@@ -118,7 +118,7 @@
     layerSelect.innerHTML = "";
     ["ensemble"].concat(r.members).forEach(function (name) {
       var o = document.createElement("option");
-      o.value = name; o.textContent = name === "ensemble" ? "ensemble (mean of members)" : "member " + name;
+      o.value = name; o.textContent = name === "ensemble" ? "ensemble (mean of the " + resSelect.value + " members)" : "member " + name;
       layerSelect.appendChild(o);
     });
   }
