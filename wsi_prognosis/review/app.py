@@ -18,6 +18,7 @@ An unexpected error is logged and answered with a bare 500, never a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import logging
@@ -79,6 +80,13 @@ def _templates() -> Any:
     return env
 
 
+def _open_quietly(tiles: TileService, path: Any) -> None:
+    try:
+        tiles.slides.geometry(path)
+    except Exception as exc:  # reported when the viewer asks for the DZI
+        log.warning("%s: cannot open the slide: %s", path, exc)
+
+
 def _not_found(detail: str = "not found") -> HTTPException:
     return HTTPException(status_code=404, detail=detail)
 
@@ -88,6 +96,7 @@ def create_app(index: BatchIndex, tiles: TileService, options: ReviewOptions = R
     from wsi_prognosis.review.overlay import colormap_lut, thumbnail, tile_scores, tissue_outline
 
     env = _templates()
+    colormap_lut()   # imports matplotlib (~0.4 s) now, not on the first viewer page
     thumbs = BytesLRU(32 * 1024 * 1024)   # reduced heatmaps, b"" where a slide has none
     overlays = BytesLRU(64 * 1024 * 1024)  # encoded tile-score payloads
 
@@ -142,14 +151,17 @@ def create_app(index: BatchIndex, tiles: TileService, options: ReviewOptions = R
         query = query_of(request)
         selected = select(index.entries, query)
         previous, following, position = neighbours(selected, entry.slide_id)
-        dimensions = None
+        dimensions = entry.dimensions
         if entry.available and entry.path is not None:
+            # the worker processes and this process open the slide while the browser loads the page's
+            # scripts: the page does not wait for it (a slide that cannot be opened fails its DZI -> 404,
+            # and the viewer says so)
             tiles.prepare(entry.path)
-            try:
-                dimensions = (await run_in_threadpool(tiles.slides.geometry, entry.path)).dimensions
-            except Exception as exc:  # openslide raises its own errors; the page says why
-                log.warning("%s: cannot open the slide: %s", entry.slide_id, exc)
-                entry.available, entry.reason = False, f"the slide file cannot be opened ({type(exc).__name__}: {exc})"
+            cached = tiles.slides.cached(entry.path)
+            if cached is not None:
+                dimensions = cached.dimensions
+            else:
+                asyncio.get_running_loop().run_in_executor(None, _open_quietly, tiles, entry.path)
         data = {
             "slide": entry.summary(), "dzi": f"/dz/{urllib.parse.quote(entry.slide_id, safe='')}.dzi",
             "scores": f"/api/slide/{urllib.parse.quote(entry.slide_id, safe='')}/scores",

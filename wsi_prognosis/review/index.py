@@ -56,6 +56,7 @@ class SlideEntry:
     heatmap: Path | None = None
     tile_scores: Path | None = None
     mpp: float | None = None
+    dimensions: tuple[int, int] | None = None   # level-0 width, height (from the tile store)
     qc: dict[str, Any] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     available: bool = False
@@ -189,6 +190,7 @@ def _check_entry(entry: SlideEntry, qc_thresholds: QcThresholds) -> None:
                     entry.qc = dict(store.qc)
                     entry.flags = qc_flags(entry.qc, qc_thresholds)
                 entry.expected_fingerprint = store.fingerprint
+                entry.dimensions = (int(store.dimensions[0]), int(store.dimensions[1]))
                 if entry.mpp is None:
                     entry.mpp = store.mpp
         except WsiPrognosisError as exc:
