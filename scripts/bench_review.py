@@ -224,12 +224,11 @@ def main() -> int:
                     print(f"    load event (visible thumbnails loaded)  {percentiles(loads)}")
                     n40 = len(np.load(work / "scores" / "slides" / "S00000.npz")["coords_40x"])
                     n10 = len(np.load(work / "scores" / "slides" / "S00000.npz")["coords_10x"])
-                    started = time.perf_counter()
                     browser.open(f"{server.url}/slide/S00000")
-                    browser.wait_for("window.reviewState && window.reviewState.tilesLoaded > 0", 60)
-                    first = time.perf_counter() - started
-                    browser.wait_for("window.reviewState.overlayDrawn && window.reviewState.resolution === '10x'", 60)
-                    drawn10 = time.perf_counter() - started
+                    browser.wait_for("window.reviewState && window.reviewState.overlayDrawn && "
+                                     "window.reviewState.resolution === '10x'", 60)
+                    first = browser.evaluate("window.reviewState.firstTileMs") / 1000
+                    drawn10 = browser.evaluate("window.reviewState.overlayMs") / 1000
                     started = time.perf_counter()
                     browser.evaluate("(() => { const r = document.getElementById('resolution');"
                                      " r.value = '40x'; r.dispatchEvent(new Event('change')); return 1; })()")

@@ -35,7 +35,10 @@
   var note = document.getElementById("overlay-note");
   var hover = document.getElementById("hover-score");
 
-  viewer.addHandler("tile-loaded", function () { state.tilesLoaded += 1; });
+  viewer.addHandler("tile-loaded", function () {
+    state.tilesLoaded += 1;
+    if (!state.firstTileMs) { state.firstTileMs = performance.now(); }   // ms since navigation started
+  });
   viewer.addHandler("tile-load-failed", function () { state.tileErrors += 1; });
 
   function lutColour(value) {
@@ -106,7 +109,7 @@
       opacity: parseFloat(opacity.value),
       success: function (event) {
         overlayItem = event.item;
-        state.overlayDrawn = true; state.overlayTiles = grid.count;
+        state.overlayDrawn = true; state.overlayTiles = grid.count; state.overlayMs = performance.now();
         state.resolution = res; state.layer = layer;
       },
       error: function (event) { note.textContent = "heatmap could not be drawn: " + (event.message || "error"); }
