@@ -22,10 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 from wsi_prognosis.cohort.labels import LabelConfig
 from wsi_prognosis.errors import ConfigurationError
 from wsi_prognosis.models.augment import AugmentConfig
+from wsi_prognosis.models.config import ModelConfig, TrainConfig, TrainerConfig, config_record
 from wsi_prognosis.models.data import DataConfig
 
 log = logging.getLogger(__name__)
 
+LOGGERS = ("csv", "tensorboard", "mlflow")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME_EXTRA = 60
 
@@ -50,52 +52,6 @@ def member_name(resolution: str, arch: str, seed: Any, overrides: str = "") -> s
 
 
 OmegaConf.register_new_resolver("wsi_member", member_name, replace=True)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    arch: str = "mobilenetv2_100"
-    pretrained_path: str | None = None
-    pooling: dict[str, Any] = field(default_factory=lambda: {"method": "mean"})
-    optim: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    max_epochs: int = 30
-    accelerator: str = "auto"
-    devices: Any = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "auto"          # auto: bf16-mixed on GPU, 32-true on CPU
-    deterministic: Any = "auto"      # auto: true on CPU
-    monitor: str = "c_index"         # c_index | auc_extremes (on the tuning cohort)
-    early_stopping_patience: int = 10
-    log_every_n_steps: int = 10
-    limit_train_batches: Any = None
-    num_sanity_val_steps: int = 0
-    enable_progress_bar: bool = True
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    manifest: Path
-    clinical: Path
-    tiles: Path
-    out: Path
-    member: str
-    resolution: str
-    seed: int
-    resume: bool
-    model: ModelConfig
-    data: DataConfig
-    trainer: TrainerConfig
-    labels: LabelConfig
-    resolved: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def member_dir(self) -> Path:
-        return self.out / self.member
 
 
 def _section(cls: type, values: Any, key: str) -> Any:
@@ -125,6 +81,14 @@ def parse_config(cfg: DictConfig) -> TrainConfig:
     labels = _section(LabelConfig, resolved.get("labels"), "labels")
     if trainer.monitor not in ("c_index", "auc_extremes"):
         raise ConfigurationError(f"trainer.monitor={trainer.monitor!r}: use c_index or auc_extremes.")
+    from wsi_prognosis.models.lit import LOSSES
+
+    if model.loss not in LOSSES:
+        raise ConfigurationError(f"model.loss={model.loss!r}: use one of {LOSSES}.")
+    if data_config.stain_norm not in ("none", "macenko"):
+        raise ConfigurationError(f"data.stain_norm={data_config.stain_norm!r}: use none or macenko.")
+    if trainer.logger not in LOGGERS:
+        raise ConfigurationError(f"trainer.logger={trainer.logger!r}: use one of {LOGGERS}.")
     from wsi_prognosis.models.pooling import check_pooling
 
     check_pooling(model.pooling)
@@ -144,13 +108,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from wsi_prognosis.models.training import train_member  # deferred: torch/lightning import
 
     return train_member(config)
-
-
-def config_record(config: TrainConfig) -> dict[str, Any]:
-    """The resolved config as plain JSON-ready data (for member.json and the bundle)."""
-    record = dict(config.resolved)
-    record.pop("hydra", None)
-    return json.loads(json.dumps(record, default=str))
 
 
 __all__ = ["TrainConfig", "member_name", "parse_config", "run", "config_record", "asdict"]
