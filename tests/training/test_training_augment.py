@@ -217,13 +217,14 @@ def test_training_bags_carry_seeded_augmentation_tuning_bags_none(cohort_10x, mo
     config = DataConfig(bag_size=8, num_workers=0, eval_max_tiles=16)
     train = TrainBags(bags, config)
     torch.manual_seed(0)
-    tiles, _, _, params = train[0]
+    tiles, _, _, params, stain, _, _ = train[0]
+    assert torch.equal(stain, torch.eye(3))  # no stain normalisation configured: identity
     torch.manual_seed(0)
     again = train[0]
     assert torch.equal(tiles, again[0]) and torch.equal(params, again[3])  # the same seed, the same bag
     assert params.shape == (8, A.N_PARAMS) and not torch.equal(params, torch.from_numpy(A.IDENTITY).expand(8, -1))
 
-    eval_tiles, index = EvalBags(bags, config)[0]
+    eval_tiles, index, _ = EvalBags(bags, config)[0]
     raw = TilePixels(bags, 0).read(0, eval_tile_index(bags[0].n_tiles, 16))
     assert index == 0 and np.array_equal(eval_tiles.numpy(), raw)  # tuning tiles as read, no augmentation
 
@@ -234,8 +235,9 @@ def test_training_bags_carry_seeded_augmentation_tuning_bags_none(cohort_10x, mo
                            .to_dict(), {"method": "mean"}, {})
     monkeypatch.setattr(lit, "augment_batch", refuse)
     with torch.no_grad():
-        module.validation_step((eval_tiles[None], torch.tensor([0])), 0)  # scoring a tuning slide: no augmentation
+        module.validation_step((eval_tiles[None], torch.tensor([0]), torch.eye(3)[None]), 0)  # scoring a tuning slide: no augmentation
     module.log = lambda *a, **k: None
-    module.training_step((tiles[None], torch.ones(1), torch.zeros(1), None), 0)  # no parameters, none applied
+    rest = (torch.eye(3)[None], torch.ones(1), torch.ones(1))  # stain matrix, time, event
+    module.training_step((tiles[None], torch.ones(1), torch.zeros(1), None, *rest), 0)  # no parameters, none applied
     with pytest.raises(AssertionError, match="augmented"):
-        module.training_step((tiles[None], torch.ones(1), torch.zeros(1), params[None]), 0)
+        module.training_step((tiles[None], torch.ones(1), torch.zeros(1), params[None], *rest), 0)

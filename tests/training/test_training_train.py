@@ -153,16 +153,41 @@ def test_changed_slide_is_a_clear_error(cohort_10x, tmp_path, capsys):
     assert "changed since it was tiled" in err and slide.slide_id in err
 
 
-def test_empty_bag_is_a_clear_error(cohort_10x, tmp_path, capsys):
+def _blank(tiles: Path, slide_id: str, resolution: str = "10x") -> None:
+    """Make a slide's tile store say its grid kept no tile (a blank crop: tiled ok, zero tiles)."""
+    with h5py.File(tiles / f"{slide_id}.h5", "a") as h5:
+        del h5[f"{resolution}/coords"], h5[f"{resolution}/tissue_fraction"]
+        h5[resolution].create_dataset("coords", data=np.zeros((0, 2), np.int64))
+        h5[resolution].create_dataset("tissue_fraction", data=np.zeros(0, np.float32))
+
+
+def test_blank_slides_are_left_out_and_training_goes_on(cohort_10x, tmp_path, capsys):
     cohort = _copy_cohort(cohort_10x, tmp_path)
-    slide = _first_training_slide(cohort)
-    with h5py.File(cohort["tiles"] / f"{slide.slide_id}.h5", "a") as h5:  # a slide whose 10x grid kept no tile
-        del h5["10x/coords"], h5["10x/tissue_fraction"]
-        h5["10x"].create_dataset("coords", data=np.zeros((0, 2), np.int64))
-        h5["10x"].create_dataset("tissue_fraction", data=np.zeros(0, np.float32))
+    manifest = pd.read_csv(cohort["manifest"])
+    blank_train = manifest[manifest["cohort"] == "training"]["slide_id"].iloc[0]
+    blank_tune = manifest[manifest["cohort"] == "tuning"]["slide_id"].iloc[0]
+    _blank(cohort["tiles"], blank_train)
+    _blank(cohort["tiles"], blank_tune)
+    out = tmp_path / "runs"
+    assert main(train_args(cohort, out, "resolution=10x", "trainer.max_epochs=1", "trainer.limit_train_batches=2")) == 0
+    captured = capsys.readouterr()
+    assert blank_train in captured.out and "left out" in captured.out
+    (member,) = member_dirs(out)
+    record = json.loads((member / "member.json").read_text())
+    assert record["left_out"] == {"training": [blank_train], "tuning": [blank_tune]}
+    assert json.loads((member / "metrics.json").read_text())["finished"] is True
+
+
+def test_no_usable_slide_of_a_label_is_a_clear_error(cohort_10x, tmp_path, capsys):
+    cohort = _copy_cohort(cohort_10x, tmp_path)
+    manifest = pd.read_csv(cohort["manifest"], dtype={"patient_id": str})
+    clinical = pd.read_csv(cohort["clinical"], dtype={"patient_id": str})
+    poor = set(clinical[(clinical["event"] == 1) & (clinical["time"] <= 2.5)]["patient_id"])
+    for slide_id in manifest[(manifest["cohort"] == "training") & manifest["patient_id"].isin(poor)]["slide_id"]:
+        _blank(cohort["tiles"], slide_id)
     assert main(train_args(cohort, tmp_path / "runs", "resolution=10x", "trainer.max_epochs=1")) == 2
     err = capsys.readouterr().err
-    assert "empty bag" in err and f"{slide.slide_id}.h5" in err
+    assert "no usable poor-prognosis training slide" in err
 
 
 def test_no_poor_patients_is_a_clear_error(cohort_10x, tmp_path, capsys):

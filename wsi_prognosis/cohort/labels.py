@@ -69,10 +69,12 @@ def training_labels(
     *,
     cohort: str = "training",
     source: str = "clinical.csv",
+    keep_excluded: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Slides of `cohort` with their patient's label; excluded patients dropped.
 
-    Returns (slides with columns of the manifest + time, event, label, y (1 = poor)), and the
+    Returns (slides with columns of the manifest + time, event, label, y (1 = poor, 0 = good; NaN for
+    the excluded, which `keep_excluded=True` keeps for a Cox loss)), and the
     per-class patient counts (also logged). Raises `TrainingError` when the cohort has no
     slides, or no good or no poor patient — nothing could be learned.
     """
@@ -101,6 +103,8 @@ def training_labels(
             "Fix: check `time` is in labels.time_unit, or adjust labels.good_min_followup / poor_min_time / poor_max_time."
         )
     table = slides.merge(patients[["patient_id", "time", "event", "label"]], on="patient_id", how="inner")
-    table = table[table["label"] != EXCLUDED].reset_index(drop=True)
-    table["y"] = (table["label"] == POOR).astype(np.float32)
+    if not keep_excluded:
+        table = table[table["label"] != EXCLUDED].reset_index(drop=True)
+    # y: 1 = poor, 0 = good, NaN = no label (kept only for a loss that uses every patient, e.g. Cox)
+    table["y"] = np.where(table["label"] == POOR, 1.0, np.where(table["label"] == GOOD, 0.0, np.nan)).astype(np.float32)
     return table, counts

@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from wsi_prognosis.errors import BundleError
 from wsi_prognosis.models.backbone import Preprocessing, build_backbone, tiles_to_tensor
 from wsi_prognosis.models.pooling import pool_tile_logits
 from wsi_prognosis.provenance import package_versions
+
+if TYPE_CHECKING:
+    from wsi_prognosis.models.stain import StainFit
 
 log = logging.getLogger(__name__)
 
@@ -297,9 +300,20 @@ def derive_bundle(bundle: Bundle, out_dir: str | Path, *, thresholds: dict[str, 
 
 
 @torch.no_grad()
-def member_tile_logits(model: nn.Module, member: Member, tiles_uint8: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
-    """Tile logits (N,) of `tiles_uint8` (N, H, W, 3) uint8, prepared with the member's preprocessing."""
+def member_tile_logits(model: nn.Module, member: Member, tiles_uint8: np.ndarray, *, batch_size: int = 256,
+                       stain_source: "StainFit | None" = None) -> np.ndarray:
+    """Tile logits (N,) of `tiles_uint8` (N, H, W, 3) uint8, prepared with the member's preprocessing.
+
+    A member trained with stain normalisation normalises the tiles onto its recorded target from
+    `stain_source` (the slide's fit; None: fitted here on these tiles, which must be the slide's)."""
     prep = Preprocessing.from_dict(member.preprocessing)
+    matrix = None
+    if member.preprocessing.get("stain"):
+        from wsi_prognosis.models.stain import StainFit, fit_slide_sample, od_matrix
+
+        if stain_source is None:
+            stain_source = fit_slide_sample(tiles_uint8)
+        matrix = torch.from_numpy(od_matrix(stain_source, StainFit.from_dict(member.preprocessing["stain"])))
     if tiles_uint8.ndim != 4 or tiles_uint8.shape[-1] != 3:
         raise ValueError(f"tiles must be (N, H, W, 3) uint8, got {tiles_uint8.shape}")
     if tiles_uint8.shape[1] != prep.tile_px or tiles_uint8.shape[2] != prep.tile_px:
@@ -311,6 +325,10 @@ def member_tile_logits(model: nn.Module, member: Member, tiles_uint8: np.ndarray
     out = []
     for start in range(0, len(tiles_uint8), batch_size):
         chunk = torch.from_numpy(np.ascontiguousarray(tiles_uint8[start:start + batch_size])).to(device)
+        if matrix is not None:
+            from wsi_prognosis.models.stain import apply_od_matrix
+
+            chunk = apply_od_matrix(chunk, matrix)
         out.append(model(tiles_to_tensor(chunk, prep)).float().reshape(-1).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 

@@ -6,8 +6,13 @@ once per worker process. Each worker keeps the decoded tiles of a slide in memor
 fit `cache_mb`, so after the first epoch a small cohort is read from RAM.
 
 All checks happen in `prepare_slides`, before any training: a missing tiles file, a slide
-changed since tiling (fingerprint), a resolution not tiled, or an empty bag each stop the run
-with an error naming the file and the fix.
+changed since tiling (fingerprint) or a resolution not tiled each stop the run with an error
+naming the file and the fix. A slide with no tiles at the resolution (a blank crop, tissue below
+the threshold) is an error there too, or, through `usable_slides` (what training uses), left out
+and named: one blank slide of hundreds must not stop a training sweep.
+
+With `stain_norm=macenko` every bag carries its slide's stain matrix (`models.stain`), fitted once
+on a fixed sample of the slide's tiles; items hand it on and the module applies it per batch.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,8 +30,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from wsi_prognosis.errors import TrainingError
 from wsi_prognosis.models.augment import AugmentConfig, augment_bag
+from wsi_prognosis.models.stain import FIT_TILES, evenly_spaced
 from wsi_prognosis.slides import TileReader
 from wsi_prognosis.tiling import GridSpec, open_tile_store, tile_store_path
+
+if TYPE_CHECKING:
+    from wsi_prognosis.models.stain import StainFit
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +54,7 @@ class DataConfig:
     verify_fingerprints: bool = True
     train_cohort: str = "training"
     tune_cohort: str = "tuning"
+    stain_norm: str = "none"        # none | macenko: per-slide stain normalisation (models.stain)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -63,6 +73,7 @@ class SlideBag:
     time: float = float("nan")
     event: int = 0
     label: str = ""
+    stain: np.ndarray | None = None  # (3, 3) optical-density matrix of stain normalisation, or None
 
     @property
     def n_tiles(self) -> int:
@@ -76,7 +87,19 @@ def prepare_slides(table: pd.DataFrame, tiles_dir: str | Path, resolution: str, 
     Raises `TileStoreError` (missing or unreadable tiles file, resolution not tiled),
     `FingerprintMismatchError` (slide changed since tiling) and `TrainingError` (empty bag).
     """
+    return _prepare(table, tiles_dir, resolution, min_tissue_fraction, verify_fingerprints, skip_empty=False)[0]
+
+
+def usable_slides(table: pd.DataFrame, tiles_dir: str | Path, resolution: str, *,
+                  min_tissue_fraction: float = 0.0, verify_fingerprints: bool = True) -> tuple[list[SlideBag], list[str]]:
+    """As `prepare_slides`, but a slide without tiles at `resolution` is left out: (bags, left-out slide ids)."""
+    return _prepare(table, tiles_dir, resolution, min_tissue_fraction, verify_fingerprints, skip_empty=True)
+
+
+def _prepare(table: pd.DataFrame, tiles_dir: str | Path, resolution: str, min_tissue_fraction: float,
+             verify_fingerprints: bool, *, skip_empty: bool) -> tuple[list[SlideBag], list[str]]:
     bags: list[SlideBag] = []
+    empty: list[str] = []
     for row in table.itertuples(index=False):
         path = tile_store_path(tiles_dir, row.slide_id)
         with open_tile_store(path) as store:
@@ -87,6 +110,11 @@ def prepare_slides(table: pd.DataFrame, tiles_dir: str | Path, resolution: str, 
             if min_tissue_fraction > 0:
                 coords = coords[store.tissue_fraction(resolution) >= min_tissue_fraction]
             slide_mpp = store.mpp
+        if len(coords) == 0 and skip_empty:
+            log.warning("%s: slide %s has no %s tiles (blank, or no tissue above the threshold): left out",
+                        path, row.slide_id, resolution)
+            empty.append(str(row.slide_id))
+            continue
         if len(coords) == 0:
             raise TrainingError(
                 f"{path}: slide {row.slide_id} has no {resolution} tiles (empty bag) — no tissue passed the "
@@ -99,7 +127,24 @@ def prepare_slides(table: pd.DataFrame, tiles_dir: str | Path, resolution: str, 
             y=float(getattr(row, "y", float("nan"))), time=float(getattr(row, "time", float("nan"))),
             event=int(getattr(row, "event", 0)), label=str(getattr(row, "label", "")),
         ))
-    return bags
+    return bags, empty
+
+
+def with_stain_normalisation(bags: list[SlideBag], target: "StainFit | None" = None,
+                             cache_mb: float = 0.0) -> tuple[list[SlideBag], "StainFit", list[str]]:
+    """Fit each slide's stain (fixed sample of its tiles) and give every bag its matrix onto `target`
+    (None: the median of these slides' fits, i.e. the training slides'). Returns (bags, target,
+    slides whose stain could not be estimated: identity)."""
+    from dataclasses import replace
+
+    from wsi_prognosis.models.stain import fit_stain, median_target, od_matrix
+
+    pixels = TilePixels(bags, cache_mb)
+    fits = [fit_stain(pixels.read(i, eval_tile_index(b.n_tiles, FIT_TILES))) for i, b in enumerate(bags)]
+    target = target if target is not None else median_target(fits)
+    unfitted = [b.slide_id for b, f in zip(bags, fits) if f is None]
+    return ([replace(b, stain=od_matrix(f, target).astype(np.float32)) for b, f in zip(bags, fits)],
+            target, unfitted)
 
 
 class TilePixels:
@@ -143,6 +188,10 @@ class TilePixels:
         return cached[index]
 
 
+def _stain_tensor(bag: SlideBag) -> torch.Tensor:
+    return torch.from_numpy(bag.stain if bag.stain is not None else np.eye(3, dtype=np.float32))
+
+
 def _item_rng() -> np.random.Generator:
     """A numpy generator drawn from torch's RNG: seeded by `seed_everything` in the main process and
     by Lightning's worker init in workers, so bags and augmentations repeat with the seed."""
@@ -152,7 +201,7 @@ def _item_rng() -> np.random.Generator:
 class TrainBags(Dataset):
     """Item k: a random bag of `bag_size` tiles of slide k % n, flipped and rotated, with the colour and
     blur parameters the module applies batched (`augment.augment_batch`); (tiles uint8, y, slide index,
-    params (bag_size, N_PARAMS) float32)."""
+    params (bag_size, N_PARAMS) float32, stain matrix (3, 3), time, event)."""
 
     def __init__(self, bags: list[SlideBag], config: DataConfig) -> None:
         self.bags = bags
@@ -171,18 +220,17 @@ class TrainBags(Dataset):
         tiles = self.pixels.read(i, np.sort(index))
         tiles, params = augment_bag(tiles, rng, self.config.augment)  # identity params when switched off
         return (torch.from_numpy(np.ascontiguousarray(tiles)), torch.tensor(bag.y, dtype=torch.float32), i,
-                torch.from_numpy(params))
+                torch.from_numpy(params), _stain_tensor(bag), torch.tensor(bag.time, dtype=torch.float32),
+                torch.tensor(bag.event, dtype=torch.float32))
 
 
 def eval_tile_index(n_tiles: int, max_tiles: int) -> np.ndarray:
     """The fixed tiles a slide is scored on: all, or `max_tiles` evenly spaced."""
-    if n_tiles <= max_tiles:
-        return np.arange(n_tiles)
-    return np.unique(np.linspace(0, n_tiles - 1, max_tiles).round().astype(np.int64))
+    return evenly_spaced(n_tiles, max_tiles)
 
 
 class EvalBags(Dataset):
-    """Item i: the fixed evaluation tiles of slide i, not augmented; (tiles uint8, slide index)."""
+    """Item i: the fixed evaluation tiles of slide i, not augmented; (tiles uint8, slide index, stain matrix)."""
 
     def __init__(self, bags: list[SlideBag], config: DataConfig) -> None:
         self.bags = bags
@@ -192,9 +240,9 @@ class EvalBags(Dataset):
     def __len__(self) -> int:
         return len(self.bags)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
         index = eval_tile_index(self.bags[i].n_tiles, self.config.eval_max_tiles)
-        return torch.from_numpy(np.ascontiguousarray(self.pixels.read(i, index))), i
+        return torch.from_numpy(np.ascontiguousarray(self.pixels.read(i, index))), i, _stain_tensor(self.bags[i])
 
 
 class BagDataModule(pl.LightningDataModule):

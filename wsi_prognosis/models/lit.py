@@ -1,5 +1,9 @@
 """The LightningModule of one ensemble member: a timm backbone scores tiles, pooling makes the slide
-score, binary cross-entropy against the slide's good/poor label (multiple-instance learning).
+score, and the loss (`model.loss`) compares it with the outcome (multiple-instance learning):
+`bce` against the slide's DoMore good/poor label (the default), `cox` the negative Cox partial
+likelihood of the batch's slides (time and event of every training patient: ranks within the
+poor and between all, not only the two extremes), `bce+cox` both (`cox_weight` scales Cox).
+With stain normalisation each bag's slide matrix (`models.stain`) is applied before augmentation.
 
 Each validation epoch scores every tuning slide on fixed tiles and logs `tune_c_index` (slide
 score against the patient's time/event) and `tune_auc_extremes` (good vs poor among tuning
@@ -22,8 +26,25 @@ from wsi_prognosis.models.augment import augment_batch
 from wsi_prognosis.models.backbone import Preprocessing, build_backbone, tiles_to_tensor
 from wsi_prognosis.models.metrics import tuning_metrics
 from wsi_prognosis.models.pooling import pool_tile_logits
+from wsi_prognosis.models.stain import apply_od_matrix
 
 METRIC_KEYS = {"c_index": "tune_c_index", "auc_extremes": "tune_auc_extremes"}
+LOSSES = ("bce", "cox", "bce+cox")
+
+
+def cox_partial_likelihood(risk: torch.Tensor, time: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
+    """Negative Cox log partial likelihood (Breslow ties) of the batch, per event; 0 without events.
+
+    risk: (B,) log-hazard scores (higher = worse); time, event: (B,). The risk set of a patient
+    is every patient in the batch still followed at its time.
+    """
+    order = torch.argsort(time, descending=True)
+    r, e = risk[order], event[order].to(risk.dtype)
+    log_risk_set = torch.logcumsumexp(r, dim=0)
+    n_events = e.sum()
+    if n_events == 0:
+        return risk.sum() * 0.0
+    return -((r - log_risk_set) * e).sum() / n_events
 
 
 @dataclass(frozen=True)
@@ -38,8 +59,13 @@ class MilModule(pl.LightningModule):
     """Tile logits -> pooled slide probability -> BCE with the slide label."""
 
     def __init__(self, arch: str, preprocessing: dict[str, Any], pooling: dict[str, Any],
-                 optim: dict[str, Any], pretrained_path: str | None = None, eval_chunk: int = 256) -> None:
+                 optim: dict[str, Any], pretrained_path: str | None = None, eval_chunk: int = 256,
+                 loss: str = "bce", cox_weight: float = 1.0) -> None:
         super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"model.loss={loss!r}: use one of {LOSSES}")
+        self.loss_name, self.cox_weight = loss, float(cox_weight)
+        self.stain_norm = "stain" in preprocessing
         self.save_hyperparameters()
         self.backbone = build_backbone(arch, pretrained_path=pretrained_path).to(memory_format=torch.channels_last)
         self.prep = Preprocessing.from_dict(preprocessing)
@@ -54,26 +80,39 @@ class MilModule(pl.LightningModule):
         """(N, H, W, 3) uint8 (or float in [0, 255]) -> (N,) logits."""
         return self.backbone(tiles_to_tensor(tiles_uint8, self.prep)).float().reshape(-1)
 
-    def forward(self, bags_uint8: torch.Tensor, augment: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, bags_uint8: torch.Tensor, augment: torch.Tensor | None = None,
+                stain: torch.Tensor | None = None) -> torch.Tensor:
         """(B, N, H, W, 3) uint8 bags -> (B,) slide probabilities; `augment` (B, N, N_PARAMS) colour and
-        blur parameters from the loader (training only), applied to the whole batch at once."""
+        blur parameters from the loader (training only), applied to the whole batch at once; `stain`
+        (B, 3, 3) each slide's stain-normalisation matrix (applied first, when the member uses one)."""
         b, n = bags_uint8.shape[:2]
         tiles = bags_uint8.reshape(b * n, *bags_uint8.shape[2:])
+        if stain is not None and self.stain_norm:
+            tiles = apply_od_matrix(tiles, stain.repeat_interleave(n, dim=0))
         if augment is not None:
             tiles = augment_batch(tiles, augment.reshape(b * n, -1))
         return pool_tile_logits(self.tile_logits(tiles).reshape(b, n), **self.pooling)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        """batch: (tiles, y, slide index, augmentation parameters or None), as `data.TrainBags` makes them."""
-        tiles, y, _, augment = batch
-        prob = self(tiles, augment).clamp(1e-6, 1 - 1e-6)
-        loss = F.binary_cross_entropy(prob, y.float())
+        """batch: (tiles, y, slide index, augmentation parameters, stain matrix, time, event), as
+        `data.TrainBags` makes them; y is NaN for a patient without a good/poor label (Cox only)."""
+        tiles, y, _, augment, stain, time, event = batch
+        prob = self(tiles, augment, stain).clamp(1e-6, 1 - 1e-6)
+        loss = prob.sum() * 0.0
+        if self.loss_name in ("bce", "bce+cox"):
+            labelled = ~torch.isnan(y)
+            if labelled.any():
+                loss = loss + F.binary_cross_entropy(prob[labelled], y[labelled].float())
+        if self.loss_name in ("cox", "bce+cox"):
+            loss = loss + self.cox_weight * cox_partial_likelihood(torch.logit(prob), time, event)
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        tiles, index = batch
+        tiles, index, stain = batch
         tiles = tiles[0]
+        if self.stain_norm:
+            tiles = apply_od_matrix(tiles, stain[0])
         logits = torch.cat([self.tile_logits(tiles[s:s + self.eval_chunk]) for s in range(0, len(tiles), self.eval_chunk)])
         score = pool_tile_logits(logits, **self.pooling)
         self._val.append((int(index[0]), float(score)))

@@ -26,13 +26,14 @@ from wsi_prognosis.cohort import read_clinical, read_manifest
 from wsi_prognosis.cohort.labels import outcome_labels, training_labels
 from wsi_prognosis.errors import TrainingError
 from wsi_prognosis.models.backbone import default_preprocessing
-from wsi_prognosis.models.data import BagDataModule, SlideBag, prepare_slides
+from wsi_prognosis.models.config import config_record
+from wsi_prognosis.models.data import BagDataModule, SlideBag, usable_slides, with_stain_normalisation
 from wsi_prognosis.models.lit import METRIC_KEYS, MilModule
 from wsi_prognosis.provenance import write_run_record
 from wsi_prognosis.tiling import open_tile_store
 
 if TYPE_CHECKING:
-    from wsi_prognosis.stages.train import TrainConfig
+    from wsi_prognosis.models.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +162,6 @@ def _finished(member_dir: Path) -> dict[str, Any] | None:
 
 def train_member(config: "TrainConfig") -> dict[str, Any]:
     """Train (or resume, or skip when finished) one member; returns metrics.json's content."""
-    from wsi_prognosis.stages.train import config_record
-
     member_dir = config.member_dir
     member_dir.mkdir(parents=True, exist_ok=True)
     last_ckpt = member_dir / "last.ckpt"
@@ -178,18 +177,29 @@ def train_member(config: "TrainConfig") -> dict[str, Any]:
 
     manifest = read_manifest(config.manifest)
     clinical = read_clinical(config.clinical)
+    uses_cox = "cox" in config.model.loss
     train_table, counts = training_labels(manifest, clinical, config.labels, cohort=config.data.train_cohort,
-                                          source=str(config.clinical))
+                                          source=str(config.clinical), keep_excluded=uses_cox)
     print(f"training labels ({config.data.train_cohort} patients): good={counts['good']} poor={counts['poor']} "
-          f"excluded={counts['excluded']}", flush=True)
+          f"excluded={counts['excluded']}" + (" (kept: the Cox loss uses every patient)" if uses_cox else ""), flush=True)
     tune_table = tuning_table(manifest, clinical, config)
     res = config.resolution
-    train_bags = prepare_slides(train_table, config.tiles, res, min_tissue_fraction=config.data.min_tissue_fraction,
-                                verify_fingerprints=config.data.verify_fingerprints)
-    tune_bags = prepare_slides(tune_table, config.tiles, res, min_tissue_fraction=config.data.min_tissue_fraction,
-                               verify_fingerprints=config.data.verify_fingerprints)
+    options = dict(min_tissue_fraction=config.data.min_tissue_fraction, verify_fingerprints=config.data.verify_fingerprints)
+    train_bags, train_empty = usable_slides(train_table, config.tiles, res, **options)
+    tune_bags, tune_empty = usable_slides(tune_table, config.tiles, res, **options)
+    left_out = {"training": train_empty, "tuning": tune_empty}
+    check_usable(train_bags, tune_bags, left_out, res, config)
     tile_px, mpp = _check_grids(train_bags + tune_bags, res)
     preprocessing = default_preprocessing(config.model.arch, tile_px=tile_px, mpp=mpp).to_dict()
+    stain_unfitted: list[str] = []
+    if config.data.stain_norm == "macenko":
+        train_bags, target, stain_unfitted = with_stain_normalisation(train_bags)
+        tune_bags, _, tune_unfitted = with_stain_normalisation(tune_bags, target)
+        stain_unfitted += tune_unfitted
+        preprocessing["stain"] = {"method": "macenko", **target.to_dict()}
+        if stain_unfitted:
+            log.warning("%s: stain not estimable on %d slide(s) (too little stained tissue), left as they are: %s",
+                        config.member, len(stain_unfitted), stain_unfitted[:5])
     tile_spec = tile_spec_from_store(train_bags[0].tiles_file)
     n_tiles = int(sum(b.n_tiles for b in train_bags))
     log.info("%s: %d training slides (%d tiles at %s), %d tuning slides", config.member, len(train_bags), n_tiles, res,
@@ -198,14 +208,16 @@ def train_member(config: "TrainConfig") -> dict[str, Any]:
     member_record = {
         "name": config.member, "resolution": res, "arch": config.model.arch, "pooling": config.model.pooling,
         "preprocessing": preprocessing, "tile_spec": tile_spec, "seed": config.seed,
-        "label_counts": counts, "config": config_record(config),
+        "label_counts": counts, "left_out": left_out, "stain_unfitted": stain_unfitted,
+        "config": config_record(config),
     }
     write_text_atomic(member_dir / MEMBER_FILE, json.dumps(member_record, indent=2) + "\n")
 
     pl.seed_everything(config.seed, workers=True)
     datamodule = BagDataModule(train_bags, tune_bags, config.data)
     module = MilModule(arch=config.model.arch, preprocessing=preprocessing, pooling=config.model.pooling,
-                       optim=config.model.optim, pretrained_path=config.model.pretrained_path)
+                       optim=config.model.optim, pretrained_path=config.model.pretrained_path,
+                       loss=config.model.loss, cox_weight=config.model.cox_weight)
     t = config.trainer
     gpu = _is_gpu(t.accelerator)
     precision = t.precision if t.precision != "auto" else ("bf16-mixed" if gpu else "32-true")
@@ -236,7 +248,7 @@ def train_member(config: "TrainConfig") -> dict[str, Any]:
         deterministic=deterministic, callbacks=callbacks, log_every_n_steps=t.log_every_n_steps,
         limit_train_batches=t.limit_train_batches, num_sanity_val_steps=t.num_sanity_val_steps,
         enable_progress_bar=t.enable_progress_bar,
-        logger=pl.loggers.CSVLogger(str(member_dir), name="logs", version=""),
+        logger=experiment_loggers(t.logger, member_dir, config.member),
         enable_model_summary=False,
     )
     started = time.time()
@@ -247,10 +259,44 @@ def train_member(config: "TrainConfig") -> dict[str, Any]:
                                                                   "n_train_tiles": n_tiles})
 
 
+def check_usable(train_bags: list[SlideBag], tune_bags: list[SlideBag], left_out: dict[str, list[str]], res: str,
+                 config: "TrainConfig") -> None:
+    """Slides without tiles at `res` were left out; stop only when a cohort has nothing left to learn from."""
+    for cohort, ids in left_out.items():
+        if ids:
+            print(f"{config.member}: {len(ids)} {cohort} slide(s) without {res} tiles left out: {', '.join(ids[:10])}"
+                  + (" ..." if len(ids) > 10 else ""), flush=True)
+    if "cox" not in config.model.loss or config.model.loss == "bce+cox":
+        missing = [name for name, y in (("good", 0.0), ("poor", 1.0)) if not any(b.y == y for b in train_bags)]
+        if missing:
+            raise TrainingError(
+                f"{config.manifest}: no usable {' or '.join(missing)}-prognosis training slide at {res} (left out for "
+                f"having no tiles: {left_out['training'][:5]}). Fix: check those slides and their tissue masks.")
+    elif not any(b.event for b in train_bags):
+        raise TrainingError(f"{config.manifest}: no usable training slide of a patient with an event at {res}. "
+                            "Fix: check the slides and the clinical table.")
+    if not tune_bags:
+        raise TrainingError(f"{config.manifest}: no usable tuning slide at {res} (all left out for having no tiles). "
+                            "Fix: check the tuning slides.")
+
+
+def experiment_loggers(kind: str, member_dir: Path, member: str) -> list[Any]:
+    """The CSV log (always: metrics.json and the tests read it) plus TensorBoard or MLflow when asked."""
+    loggers: list[Any] = [pl.loggers.CSVLogger(str(member_dir), name="logs", version="")]
+    try:
+        if kind == "tensorboard":
+            loggers.append(pl.loggers.TensorBoardLogger(str(member_dir.parent / "tensorboard"), name=member, version=""))
+        elif kind == "mlflow":
+            loggers.append(pl.loggers.MLFlowLogger(experiment_name="wsi-prognosis", run_name=member,
+                                                   tracking_uri=f"file:{member_dir.parent / 'mlruns'}"))
+    except (ImportError, ModuleNotFoundError) as exc:
+        raise TrainingError(f"trainer.logger={kind}: its package is not installed ({exc}). Fix: "
+                            "pip install 'wsi-prognosis[tracking]', or trainer.logger=csv.") from exc
+    return loggers
+
+
 def finish_member(member_dir: Path, config: "TrainConfig", monitor: str, extra: dict[str, Any]) -> dict[str, Any]:
     """best.ckpt -> best.pt (backbone state_dict only), final metrics.json, run_train.json."""
-    from wsi_prognosis.stages.train import config_record
-
     best_ckpt = member_dir / "best.ckpt"
     source = best_ckpt if best_ckpt.is_file() else member_dir / "last.ckpt"
     if not source.is_file():

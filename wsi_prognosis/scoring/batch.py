@@ -255,6 +255,18 @@ def _write_exports(plan: _Plan, tiles: Sequence[Any], score: float, out: Path, o
     return written, ""
 
 
+def slide_stain(job: Any) -> Any:
+    """The slide's Macenko estimate at the job's resolution (None when not estimable or unreadable:
+    the tiles are then used as they are, and a real read error fails the slide in the engine)."""
+    from wsi_prognosis.models.stain import FIT_TILES, evenly_spaced, fit_stain
+
+    try:
+        return fit_stain(job.reader.read(job.coords[evenly_spaced(len(job.coords), FIT_TILES)]))
+    except Exception as exc:  # noqa: BLE001 - any reader error: the engine's own read reports it
+        log.warning("%s: stain not estimated (%s); tiles scored as they are", job.slide_key, exc)
+        return None
+
+
 def load_members(bundle: Any) -> list[LoadedMember]:
     """Every member's network (weights re-verified by the bundle) with its preprocessing."""
     return [
@@ -323,6 +335,9 @@ def score_manifest(bundle: Any, manifest: pd.DataFrame, out: str | Path, options
             TileJob(p.row["slide_id"], res, TileReader(p.row["path"], p.grids[res], p.slide_mpp), p.coords[res])
             for p in plans for res in names_by_res if res in p.coords
         ]
+        for job in jobs:  # members trained with stain normalisation: the slide's stain, from a fixed tile sample
+            if runner.uses_stain(job.resolution):
+                job.stain = slide_stain(job)
         by_id = {p.row["slide_id"]: p for p in plans}
         total = sum(len(j.coords) for j in jobs)
         bar = tqdm(total=total, unit="tile", desc=f"scoring {len(plans)} slide(s)", mininterval=2.0)

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from wsi_prognosis.errors import ConfigurationError, WsiPrognosisError
+from wsi_prognosis.models.stain import StainFit, apply_od_matrix, od_matrix
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,15 @@ class Preprocessing:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     tile_px: int | None = None
+    stain: StainFit | None = None     # the member's stain-normalisation target (models.stain), if trained with one
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> Preprocessing:
         mean = tuple(float(v) for v in spec.get("mean", cls.mean))
         std = tuple(float(v) for v in spec.get("std", cls.std))
         tile_px = spec.get("tile_px")
-        return cls(mean=mean, std=std, tile_px=None if tile_px is None else int(tile_px))  # type: ignore[arg-type]
+        stain = StainFit.from_dict(spec["stain"]) if spec.get("stain") else None
+        return cls(mean=mean, std=std, tile_px=None if tile_px is None else int(tile_px), stain=stain)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -104,24 +107,38 @@ class EnsembleRunner:
     def member_names(self, resolution: str) -> list[str]:
         return [m.name for m in self.by_resolution.get(resolution, [])]
 
-    def logits(self, resolution: str, tiles: torch.Tensor) -> np.ndarray:
+    def logits(self, resolution: str, tiles: torch.Tensor, stain: StainFit | None = None) -> np.ndarray:
         """tiles : (B, H, W, 3) uint8. Returns (M, B) float32 logits on the host."""
-        return self.logits_on_device(resolution, tiles).cpu().numpy()
+        return self.logits_on_device(resolution, tiles, stain).cpu().numpy()
+
+    def uses_stain(self, resolution: str) -> bool:
+        return any(m.preprocessing.stain is not None for m in self.by_resolution.get(resolution, []))
 
     @torch.inference_mode()
-    def logits_on_device(self, resolution: str, tiles: torch.Tensor) -> torch.Tensor:
+    def logits_on_device(self, resolution: str, tiles: torch.Tensor, stain: StainFit | None = None) -> torch.Tensor:
         """tiles : (B, H, W, 3) uint8 (CPU, ideally pinned, or on device) -> (M, B) float32 on device.
 
+        `stain` is the slide's stain estimate: members trained with stain normalisation map the tiles
+        onto their target first (one 3x3 product in optical density; identity without an estimate).
         Stays on the device (no synchronisation), so the next batch is queued while this one runs.
         """
-        x = tiles.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        raw = tiles.to(self.device, non_blocking=True)
+        x = raw.permute(0, 3, 1, 2).float().div_(255.0)
+        normalised: dict[int, torch.Tensor] = {}
         outputs = []
         for m in self.by_resolution[resolution]:
             px = m.preprocessing.tile_px
             if px is not None and (x.shape[-1] != px or x.shape[-2] != px):
                 raise ValueError(f"member {m.name} takes {px}-px tiles, got {tuple(x.shape[-2:])}")
             mean, std = self._norm[m.name]
-            xm = (x - mean) / std
+            xs = x
+            if m.preprocessing.stain is not None:  # members sharing a target share the normalised batch
+                key = hash(m.preprocessing.stain.he.tobytes() + m.preprocessing.stain.max_c.tobytes())
+                if key not in normalised:
+                    matrix = torch.from_numpy(od_matrix(stain, m.preprocessing.stain))
+                    normalised[key] = apply_od_matrix(raw, matrix).permute(0, 3, 1, 2).div_(255.0)
+                xs = normalised[key]
+            xm = (xs - mean) / std
             if self.channels_last:
                 xm = xm.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -138,6 +155,7 @@ class TileJob:
     resolution: str
     reader: TileSource
     coords: np.ndarray
+    stain: StainFit | None = None     # the slide's stain estimate at this resolution (members with stain_norm)
 
 
 class _ChunkDataset(Dataset):
@@ -283,7 +301,8 @@ def run_jobs(
             if error and not result.error:
                 result.error = error
             if not result.error:
-                parts.setdefault((job.slide_key, job.resolution), []).append(runner.logits_on_device(job.resolution, tiles))
+                parts.setdefault((job.slide_key, job.resolution), []).append(
+                    runner.logits_on_device(job.resolution, tiles, job.stain))
                 result.n_tiles += stop - start
                 if stats is not None:
                     stats.tiles += stop - start
