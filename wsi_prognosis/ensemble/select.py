@@ -38,11 +38,32 @@ class Candidate:
         return self.dir / "best.pt"
 
 
-def discover_members(runs_dir: str | Path, metric: str | None = None) -> tuple[list[Candidate], list[str]]:
+def smoothed_metric(metrics: dict[str, Any], key: str, window: int) -> float | None:
+    """The tuning metric of the best epoch averaged with `window` epochs either side of it.
+
+    Why: the best epoch's value is the maximum of noisy per-epoch estimates on a small tuning
+    cohort, so ranking by it favours the member with the luckiest epoch, not the best network;
+    the neighbouring epochs of a member that really learned score high too.
+    """
+    best = metrics.get("best") or {}
+    epochs = [row for row in metrics.get("epochs") or [] if row.get(key) is not None]
+    if window <= 0 or not epochs or best.get("epoch") is None:
+        return best.get(key)
+    at = next((i for i, row in enumerate(epochs) if row.get("epoch") == best["epoch"]), None)
+    if at is None:
+        return best.get(key)
+    values = [float(row[key]) for row in epochs[max(0, at - window):at + window + 1]]
+    values = [v for v in values if not math.isnan(v)]
+    return sum(values) / len(values) if values else best.get(key)
+
+
+def discover_members(runs_dir: str | Path, metric: str | None = None,
+                     smoothing: int = 0) -> tuple[list[Candidate], list[str]]:
     """Finished members under `runs_dir` (searched recursively) and notes on folders skipped.
 
     A member is finished when member.json, best.pt and metrics.json with `finished: true` exist.
-    `metric` (c_index | auc_extremes) defaults to the metric each member was trained to monitor.
+    `metric` (c_index | auc_extremes) defaults to the metric each member was trained to monitor;
+    `smoothing` > 0 ranks by `smoothed_metric` over that many epochs either side of the best.
     """
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
@@ -61,8 +82,7 @@ def discover_members(runs_dir: str | Path, metric: str | None = None) -> tuple[l
             skipped.append(f"{folder}: not finished (rerun train with resume=true)")
             continue
         key = metric or metrics.get("monitor") or "c_index"
-        best = metrics.get("best") or {}
-        value = best.get(key)
+        value = smoothed_metric(metrics, key, smoothing)
         found.append(Candidate(
             dir=folder, name=str(record["name"]), resolution=str(record["resolution"]), arch=str(record["arch"]),
             metric=key, value=float("nan") if value is None else float(value), record=record, metrics=metrics,

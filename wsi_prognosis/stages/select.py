@@ -27,6 +27,7 @@ class SelectConfig:
     metric: str | None
     allow_fewer: bool
     aggregation: dict[str, Any]
+    smoothing: int = 0
 
 
 def parse_config(cfg: DictConfig) -> SelectConfig:
@@ -44,11 +45,15 @@ def parse_config(cfg: DictConfig) -> SelectConfig:
     aggregation = dict(c.get("aggregation") or {})
     if aggregation.get("members", "mean") != "mean" or aggregation.get("patient", "mean") not in ("mean", "max"):
         raise ConfigurationError(f"aggregation={aggregation}: members must be mean; patient mean or max.")
+    smoothing = c.get("smoothing", 0)
+    if not isinstance(smoothing, int) or isinstance(smoothing, bool) or smoothing < 0:
+        raise ConfigurationError(f"smoothing={smoothing!r}: must be an integer >= 0 (epochs either side of the best).")
     resolutions = c.get("resolutions") or []
     if isinstance(resolutions, str):
         resolutions = [resolutions]
     return SelectConfig(runs=Path(str(c["runs"])), out=Path(str(c["out"])), k=k, resolutions=tuple(map(str, resolutions)),
-                        metric=metric, allow_fewer=bool(c.get("allow_fewer", True)), aggregation=aggregation)
+                        metric=metric, allow_fewer=bool(c.get("allow_fewer", True)), aggregation=aggregation,
+                        smoothing=smoothing)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -58,7 +63,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from wsi_prognosis.ensemble.select import discover_members, merged_tile_spec, select_members
     from wsi_prognosis.provenance import write_run_record
 
-    candidates, skipped = discover_members(config.runs, config.metric)
+    candidates, skipped = discover_members(config.runs, config.metric, config.smoothing)
     for note in skipped:
         log.warning("skipped %s", note)
     chosen, ranking = select_members(candidates, config.k, list(config.resolutions), allow_fewer=config.allow_fewer)
@@ -67,6 +72,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         best = c.metrics.get("best") or {}
         tuning = {key: best.get(key) for key in ("c_index", "auc_extremes", "epoch", "n_slides", "n_extremes")}
         tuning["ranked_by"] = c.metric
+        tuning["ranking_value"] = c.value
+        tuning["smoothing"] = config.smoothing
         members.append((Member(
             name=c.name, resolution=c.resolution, arch=c.arch, weights="", sha256="",
             preprocessing=c.record["preprocessing"], pooling=c.record["pooling"], tuning_metrics=tuning,
