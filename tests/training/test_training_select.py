@@ -71,3 +71,17 @@ def test_select_rerun_is_stable(tmp_path: Path):
     first = load_bundle(tmp_path / "bundle").id
     assert main(args) == 0
     assert load_bundle(tmp_path / "bundle").id == first
+
+
+def test_smoothed_metric_averages_the_best_epoch_with_its_neighbours():
+    from wsi_prognosis.ensemble.select import smoothed_metric
+
+    lucky = {"best": {"epoch": 2, "c_index": 0.80},
+             "epochs": [{"epoch": e, "c_index": c} for e, c in enumerate([0.50, 0.52, 0.80, 0.51, 0.50])]}
+    steady = {"best": {"epoch": 2, "c_index": 0.70},
+              "epochs": [{"epoch": e, "c_index": c} for e, c in enumerate([0.60, 0.68, 0.70, 0.69, 0.66])]}
+    assert smoothed_metric(lucky, "c_index", 0) == 0.80                 # the best epoch alone
+    assert smoothed_metric(lucky, "c_index", 1) == pytest.approx((0.52 + 0.80 + 0.51) / 3)
+    assert smoothed_metric(steady, "c_index", 1) > smoothed_metric(lucky, "c_index", 1)   # the ranking turns
+    edge = {"best": {"epoch": 0, "c_index": 0.6}, "epochs": [{"epoch": 0, "c_index": 0.6}, {"epoch": 1, "c_index": 0.5}]}
+    assert smoothed_metric(edge, "c_index", 1) == pytest.approx(0.55)   # a window cut at the first epoch
