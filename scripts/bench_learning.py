@@ -21,6 +21,7 @@ results.json. Up to ~45 minutes on 2 cores for the defaults; progress is printed
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -99,7 +100,9 @@ def cohort_metrics(scores_dir: Path, cohort_dir: Path, analysis_dir: Path) -> li
 def run_signal(signal: str, n_train: int, args: argparse.Namespace) -> list[dict]:
     out = Path(args.out)
     name = f"{signal}_n{n_train}_s{args.seed}"
-    cohort_dir, tiles = out / "cohorts" / name, out / "cohorts" / f"{name}_tiles"
+    tile_overrides = [*TILE_OVERRIDES, *args.tile]
+    tag = "" if not args.tile else "_" + hashlib.sha1(" ".join(args.tile).encode()).hexdigest()[:6]
+    cohort_dir, tiles = out / "cohorts" / name, out / "cohorts" / f"{name}_tiles{tag}"
     work = out / args.recipe / name
     log = work / "stages.log"
     started = time.monotonic()
@@ -109,17 +112,18 @@ def run_signal(signal: str, n_train: int, args: argparse.Namespace) -> list[dict
         n_tuning=args.n_tuning, n_validation=args.n_validation, workers=args.workers))
     manifest, clinical = cohort_dir / "manifest.csv", cohort_dir / "clinical.csv"
     if not (tiles / "run_tile.json").is_file():
-        stage(["tile", f"manifest={manifest}", f"out={tiles}", f"workers={args.workers}", *TILE_OVERRIDES],
-              out / "cohorts" / f"{name}_tile.log")
+        stage(["tile", f"manifest={manifest}", f"out={tiles}", f"workers={args.workers}", *tile_overrides],
+              out / "cohorts" / f"{name}_tile{tag}.log")
     runs, bundle, calibrated = work / "runs", work / "bundle", work / "bundle_calibrated"
     scores, analysis = work / "scores", work / "analysis"
     seeds = ",".join(str(args.seed + i) for i in range(args.members))
     if not (runs / "sweep_done.json").is_file():
         stage(["train", "--multirun", f"manifest={manifest}", f"clinical={clinical}", f"tiles={tiles}", f"out={runs}",
-               "resolution=10x,40x", f"seed={seeds}", "experiment=demo", *args.train], log)
+               f"resolution={args.resolutions}", f"seed={seeds}", "experiment=demo", *args.train], log)
         (runs / "sweep_done.json").write_text("{}\n")
     if not (bundle / "run_select.json").is_file():
-        stage(["select", f"runs={runs}", f"out={bundle}", f"k={args.keep}", *args.select], log)
+        stage(["select", f"runs={runs}", f"out={bundle}", f"k={args.keep}", f"resolutions=[{args.resolutions}]",
+               *args.select], log)
     if not (calibrated / "run_calibrate.json").is_file():
         stage(["calibrate", f"bundle={bundle}", f"manifest={manifest}", f"clinical={clinical}", f"tiles={tiles}",
                f"out={calibrated}", "engine.workers=0"], log)
@@ -169,9 +173,13 @@ def main() -> None:
     parser.add_argument("--n-validation", type=int, default=100)
     parser.add_argument("--members", type=int, default=3, help="candidates trained per resolution")
     parser.add_argument("--keep", type=int, default=2, help="members kept per resolution by select")
+    parser.add_argument("--resolutions", default="10x,40x",
+                        help="member resolutions (e.g. 40x alone for a quick ablation of a 40x signal)")
     parser.add_argument("--recipe", default="default", help="name of this recipe (its own runs folder)")
     parser.add_argument("--train", action="append", default=[], help="extra train override (repeatable)")
     parser.add_argument("--select", action="append", default=[], help="extra select override (repeatable)")
+    parser.add_argument("--tile", action="append", default=[],
+                        help="extra tile override (repeatable; e.g. a 40x field of view), tiles kept per override set")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
