@@ -179,4 +179,5 @@ def run(cfg: DictConfig) -> dict[str, float]:
     print(_headline(analysis))
     for line in _study_lines(analysis, out=config.out):
         print(line)
+    print(f"Review the scored slides in a browser: wsi-prognosis review scores={config.out / 'scores'}")
     return timings
