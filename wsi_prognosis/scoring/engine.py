@@ -124,7 +124,7 @@ class EnsembleRunner:
         """
         raw = tiles.to(self.device, non_blocking=True)
         x = raw.permute(0, 3, 1, 2).float().div_(255.0)
-        normalised: dict[int, torch.Tensor] = {}
+        normalised: dict[bytes, torch.Tensor] = {}
         outputs = []
         for m in self.by_resolution[resolution]:
             px = m.preprocessing.tile_px
@@ -133,7 +133,7 @@ class EnsembleRunner:
             mean, std = self._norm[m.name]
             xs = x
             if m.preprocessing.stain is not None:  # members sharing a target share the normalised batch
-                key = hash(m.preprocessing.stain.he.tobytes() + m.preprocessing.stain.max_c.tobytes())
+                key = m.preprocessing.stain.he.tobytes() + m.preprocessing.stain.max_c.tobytes()
                 if key not in normalised:
                     matrix = torch.from_numpy(od_matrix(stain, m.preprocessing.stain))
                     normalised[key] = apply_od_matrix(raw, matrix).permute(0, 3, 1, 2).div_(255.0)
