@@ -266,7 +266,7 @@ def check_usable(train_bags: list[SlideBag], tune_bags: list[SlideBag], left_out
         if ids:
             print(f"{config.member}: {len(ids)} {cohort} slide(s) without {res} tiles left out: {', '.join(ids[:10])}"
                   + (" ..." if len(ids) > 10 else ""), flush=True)
-    if "cox" not in config.model.loss or config.model.loss == "bce+cox":
+    if "bce" in config.model.loss:  # the good/poor labels are needed
         missing = [name for name, y in (("good", 0.0), ("poor", 1.0)) if not any(b.y == y for b in train_bags)]
         if missing:
             raise TrainingError(
@@ -289,7 +289,7 @@ def experiment_loggers(kind: str, member_dir: Path, member: str) -> list[Any]:
         elif kind == "mlflow":
             loggers.append(pl.loggers.MLFlowLogger(experiment_name="wsi-prognosis", run_name=member,
                                                    tracking_uri=f"file:{member_dir.parent / 'mlruns'}"))
-    except (ImportError, ModuleNotFoundError) as exc:
+    except ImportError as exc:
         raise TrainingError(f"trainer.logger={kind}: its package is not installed ({exc}). Fix: "
                             "pip install 'wsi-prognosis[tracking]', or trainer.logger=csv.") from exc
     return loggers
