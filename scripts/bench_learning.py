@@ -12,10 +12,11 @@ validation shares against the tuning shares; `--sizes 100,200,400` adds a learni
     .venv/bin/python scripts/bench_learning.py                      # all four signals, 200 training patients
     .venv/bin/python scripts/bench_learning.py --signals nuclear --sizes 100,200,400
     .venv/bin/python scripts/bench_learning.py --recipe cox --train model.loss=cox   # one ablation row
+    .venv/bin/python scripts/bench_learning.py --ablation        # every recipe and seed run so far, one table
 
 Cohorts and tiles are kept in --out/cohorts and reused by every recipe; each recipe's runs live
-in --out/<recipe>/. Results: --out/<recipe>/results.csv (one row per signal, size, cohort) and
-results.json. Up to ~45 minutes on 2 cores for the defaults; progress is printed.
+in --out/<recipe>/. Results: --out/<recipe>/results.csv (one row per signal, size, seed, cohort;
+a rerun replaces its own rows) and results.json; `--ablation` writes --out/ablation.csv. Up to ~45 minutes on 2 cores for the defaults; progress is printed.
 """
 
 from __future__ import annotations
@@ -135,8 +136,67 @@ def run_signal(signal: str, n_train: int, args: argparse.Namespace) -> list[dict
                "analysis.bootstrap.n=0"], log)
     rows = cohort_metrics(scores, cohort_dir, analysis)
     for row in rows:
-        row.update(signal=signal, n_train=n_train, recipe=args.recipe, minutes=round((time.monotonic() - started) / 60, 1))
+        row.update(signal=signal, n_train=n_train, seed=args.seed, recipe=args.recipe,
+                   minutes=round((time.monotonic() - started) / 60, 1))
     return rows
+
+
+KEY = ["signal", "n_train", "seed", "cohort"]
+
+
+def save_results(target: Path, rows: pd.DataFrame) -> None:
+    """Merge `rows` into target/results.csv (and .json): a rerun replaces its own signal, size and
+    seed and keeps the recipe's other seeds, so one file holds every seed of a recipe."""
+    path = target / "results.csv"
+    if path.is_file():
+        old = pd.read_csv(path)
+        if "seed" in old:
+            keep = ~old.set_index(KEY).index.isin(rows.set_index(KEY).index)
+            rows = pd.concat([old[keep], rows], ignore_index=True)
+    rows = rows.sort_values(KEY).reset_index(drop=True)
+    rows.to_csv(path, index=False)
+    (target / "results.json").write_text(rows.to_json(orient="records", indent=1))
+
+
+def target_checks(validation: pd.Series, tuning: pd.Series) -> tuple[dict[str, bool], float]:
+    """The issue's validation targets for one run, and the largest share drift from tuning."""
+    drift = max(abs(validation[f"share_{g}"] - tuning[f"share_{g}"]) for g in ("good", "uncertain", "poor"))
+    hr_low = validation["hr_low"]
+    return {
+        "C>=oracle-0.07": validation["c_ensemble"] >= validation["c_oracle"] - 0.07,
+        "C>grade": validation["c_ensemble"] > validation["c_grade"],
+        "HR CI>1": hr_low is not None and not pd.isna(hr_low) and hr_low > 1,
+        "shares±10pp": drift <= 0.10,
+        "ens>=median member": validation["c_ensemble"] >= validation["c_median_member"],
+    }, drift
+
+
+def ablation_table(out: Path) -> pd.DataFrame:
+    """One row per recipe and signal, over every seed run: validation C (mean and per seed), its gap to
+    oracle - 0.07, share drift, HR's lower CI bound and how many of the five targets each seed met.
+    Recomputed from each run's scores and analysis, so it never reads a stale results.csv."""
+    records = []
+    for run in sorted(out.glob("*/*_n*_s*")):
+        if run.parent.name == "cohorts" or not (run / "analysis" / "summary.json").is_file():
+            continue
+        signal, n, seed = run.name.rsplit("_", 2)
+        rows = pd.DataFrame(cohort_metrics(run / "scores", out / "cohorts" / run.name, run / "analysis")).set_index("cohort")
+        if not {"validation", "tuning"} <= set(rows.index):
+            continue
+        v = rows.loc["validation"]
+        checks, drift = target_checks(v, rows.loc["tuning"])
+        records.append({"recipe": run.parent.name, "signal": signal, "n_train": int(n[1:]), "seed": int(seed[1:]),
+                        "val_c": v["c_ensemble"], "gap": v["c_ensemble"] - (v["c_oracle"] - 0.07),
+                        "drift_pp": 100 * drift, "hr_low": v["hr_low"], "targets": sum(checks.values())})
+    table = pd.DataFrame(records)
+    if table.empty:
+        return table
+    return (table.groupby(["signal", "n_train", "recipe"])
+            .agg(seeds=("seed", lambda s: ",".join(map(str, sorted(s)))), val_c=("val_c", "mean"),
+                 val_c_per_seed=("val_c", lambda c: " ".join(f"{x:.3f}" for x in c)),
+                 gap=("gap", "mean"), drift_pp=("drift_pp", "mean"), min_hr_low=("hr_low", "min"),
+                 targets_per_seed=("targets", lambda t: " ".join(f"{x}/5" for x in t)))
+            .reset_index())
 
 
 def print_table(table: pd.DataFrame) -> None:
@@ -150,15 +210,7 @@ def print_table(table: pd.DataFrame) -> None:
         by = group.set_index("cohort")
         if "validation" not in by.index or "tuning" not in by.index:
             continue
-        v, t = by.loc["validation"], by.loc["tuning"]
-        drift = max(abs(v[f"share_{g}"] - t[f"share_{g}"]) for g in ("good", "uncertain", "poor"))
-        checks = {
-            "C>=oracle-0.07": v["c_ensemble"] >= v["c_oracle"] - 0.07,
-            "C>grade": v["c_ensemble"] > v["c_grade"],
-            "HR CI>1": v["hr_low"] is not None and not pd.isna(v["hr_low"]) and v["hr_low"] > 1,
-            "shares±10pp": drift <= 0.10,
-            "ens>=median member": v["c_ensemble"] >= v["c_median_member"],
-        }
+        checks, drift = target_checks(by.loc["validation"], by.loc["tuning"])
         print(f"  {signal:13s} n={n}: " + "  ".join(f"{k} {'PASS' if ok else 'fail'}" for k, ok in checks.items())
               + f"  (max share drift {100 * drift:.0f} pp)")
 
@@ -182,7 +234,19 @@ def main() -> None:
                         help="extra tile override (repeatable; e.g. a 40x field of view), tiles kept per override set")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--ablation", action="store_true",
+                        help="print the ablation table of every recipe and seed already run under --out, then stop")
     args = parser.parse_args()
+    if args.ablation:
+        table = ablation_table(Path(args.out))
+        if table.empty:
+            raise SystemExit(f"no finished benchmark run under {args.out}")
+        table.to_csv(Path(args.out) / "ablation.csv", index=False)
+        with pd.option_context("display.width", 250, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
+            print(table.to_string(index=False))
+        print(f"\ngap = validation C - (oracle C - 0.07), >= 0 passes; drift = largest validation share change from "
+              f"tuning (<= 10 pp passes); targets = of the five per seed. Saved: {Path(args.out) / 'ablation.csv'}")
+        return
     signals = [s for s in args.signals.split(",") if s]
     sizes = [int(s) for s in args.sizes.split(",") if s]
     unknown = sorted(set(signals) - set(SIGNALS))
@@ -194,10 +258,7 @@ def main() -> None:
     for i, (signal, n) in enumerate(jobs, 1):
         print(f"== job {i}/{len(jobs)} ({(time.monotonic() - started) / 60:.1f} min so far)", flush=True)
         rows += run_signal(signal, n, args)
-        table = pd.DataFrame(rows)
-        target = Path(args.out) / args.recipe
-        table.to_csv(target / "results.csv", index=False)
-        (target / "results.json").write_text(table.to_json(orient="records", indent=1))
+        save_results(Path(args.out) / args.recipe, pd.DataFrame(rows))
     print(f"\nrecipe {args.recipe}: {(time.monotonic() - started) / 60:.1f} min; train overrides {args.train}\n")
     print_table(pd.DataFrame(rows))
 
