@@ -54,7 +54,7 @@ class DataConfig:
     verify_fingerprints: bool = True
     train_cohort: str = "training"
     tune_cohort: str = "tuning"
-    stain_norm: str = "macenko"     # macenko | none: per-slide stain normalisation (models.stain)
+    stain_norm: str = "none"        # none | macenko: per-slide stain normalisation (models.stain)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
