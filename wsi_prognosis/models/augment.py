@@ -39,12 +39,12 @@ class AugmentConfig:
 
     flips: bool = True
     rot90: bool = True
-    hed_alpha: float = 0.05        # each stain's amount scaled by U(1 - a, 1 + a)
-    hed_beta: float = 0.01         # and shifted by U(-b, b) in HED optical density
+    hed_alpha: float = 0.2         # each stain's amount scaled by U(1 - a, 1 + a): covers a ±15 % lab shift
+    hed_beta: float = 0.02         # and shifted by U(-b, b) in HED optical density
     brightness: float = 0.1        # x U(1 - b, 1 + b)
     contrast: float = 0.1          # blend with the tile mean by U(1 - c, 1 + c)
     saturation: float = 0.1        # blend with grey by U(1 - s, 1 + s)
-    blur_probability: float = 0.2  # share of tiles blurred ...
+    blur_probability: float = 0.5  # share of tiles blurred ...
     blur_sigma_px: float = 0.8     # ... with sigma U(0.1, this), in tile pixels
 
 
