@@ -66,3 +66,15 @@ class TrainingError(WsiPrognosisError):
 
 class ProtocolError(WsiPrognosisError):
     """A validation protocol cannot be written, is not intact, or does not fit the run (wrong bundle)."""
+
+
+class EncoderError(WsiPrognosisError):
+    """An encoder cannot be built: unknown name, weights absent, changed or of another architecture."""
+
+
+class FeatureStoreError(WsiPrognosisError):
+    """A features/<encoder>/<slide_id>.h5 file is missing, incomplete or unreadable."""
+
+
+class FeatureStoreMismatchError(FeatureStoreError):
+    """A feature store was made with another encoder, weights, preprocessing or tile store."""
