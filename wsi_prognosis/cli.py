@@ -16,6 +16,8 @@ from collections.abc import Iterator, Sequence
 STAGES: dict[str, str] = {
     "synth": "make a synthetic cohort with known ground truth (slides, manifest, clinical, truth)",
     "tile": "tissue mask, QC and aligned 10x/40x tile grids -> tiles/<slide_id>.h5",
+    "embed": "run a frozen encoder over every tile -> features/<encoder>/<slide_id>.h5 (resumable, sharded)",
+    "encoders": "list the tile encoders: preprocessing, embedding size, licence, whether the weights are here",
     "train": "train one ensemble member (use --multirun for a sweep of candidates)",
     "select": "pick the best k members per resolution -> a verified model bundle",
     "calibrate": "fix good/uncertain/poor thresholds on the tuning cohort -> a new bundle",

@@ -121,6 +121,12 @@ class TileReader:
     def jpeg_tiles_decoded(self) -> int:
         return self._direct.decoded if self._direct is not None else 0
 
+    def __enter__(self) -> "TileReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         if self._direct is not None:
             self._direct.close()

@@ -194,6 +194,19 @@ class TileStore:
     def n_tiles(self, res: str) -> int:
         return int(self._group(res)["coords"].shape[0])
 
+    def content_fingerprint(self) -> str:
+        """What features computed from this store depend on: the slide's fingerprint and every grid (its
+        spec and tile coordinates). Re-tiling with other settings changes it; rewriting the same tiles does
+        not. Cheap: the coordinates are small."""
+        import hashlib
+
+        digest = hashlib.sha256(self.fingerprint.encode())
+        for res in sorted(self.resolutions):
+            grid = self.grid(res)
+            digest.update(f"{res}:{grid.mpp:.6g}:{grid.tile_px}".encode())
+            digest.update(np.ascontiguousarray(self.coords(res)).tobytes())
+        return digest.hexdigest()[:32]
+
     def tissue_mask(self) -> tuple[np.ndarray, float]:
         dataset = self._h5["mask"]
         return np.asarray(dataset[...]).astype(bool), float(dataset.attrs["mpp"])
