@@ -25,7 +25,7 @@ def _compose(name: str, overrides: list[str]):
         return cfg, full
 
 
-@pytest.mark.parametrize("extra", [[], ["experiment=demo"], ["hydra/launcher=submitit_local"],
+@pytest.mark.parametrize("extra", [[], ["experiment=scratch_cpu"], ["hydra/launcher=submitit_local"],
                                    ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu"]])
 def test_train_config_composes(extra):
     cfg, full = _compose("train", REQUIRED + extra)
@@ -34,7 +34,7 @@ def test_train_config_composes(extra):
                                                    "model", "data", "trainer", "labels"}
     assert config.resume is True and config.resolution == "10x"
     assert config.member.startswith("10x_") and str(config.member_dir).startswith("runs/")
-    if "experiment=demo" in extra:
+    if "experiment=scratch_cpu" in extra:
         assert config.model.arch == "test_efficientnet_gn" and config.trainer.max_epochs <= 10
     else:
         assert config.model.arch == "mobilenetv2_100" and config.model.pretrained_path is None

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 TISSUE = {"min_tissue_area_um2": 2000.0, "max_hole_area_um2": 2000.0}
 RESOLUTIONS = {"10x": {"mpp": 1.0, "tile_px": 64}, "40x": {"mpp": 0.25, "tile_px": 64}}
 # every test member: tiny backbone, in-process loading, few tiles scored per tuning slide
-FAST = ["experiment=demo", "data.num_workers=0", "data.eval_max_tiles=32", "trainer.enable_progress_bar=false"]
+FAST = ["experiment=scratch_cpu", "data.num_workers=0", "data.eval_max_tiles=32", "trainer.enable_progress_bar=false"]
 
 
 def make_tiled_cohort(out: Path, **overrides) -> dict[str, Path]:

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = "wsi-prognosis-bundle/1"
+BUNDLE_FORMAT = "wsi-prognosis-bundle/2"      # /2: members may be feature heads (encoder, head)
+READABLE_FORMATS = ("wsi-prognosis-bundle/1", BUNDLE_FORMAT)
 BUNDLE_FILE = "bundle.json"
 _ID_EXCLUDED = ("id", "created_at", "versions")
 
@@ -52,19 +53,26 @@ class Member:
 
     name: str
     resolution: str                   # "10x" | "40x"
-    arch: str                         # timm architecture name
+    arch: str                         # timm architecture name (pixels), or "head-<pooling>" (features)
     weights: str                      # file relative to the bundle folder
     sha256: str
-    preprocessing: dict[str, Any]     # {"mean", "std", "tile_px", "mpp"}
+    preprocessing: dict[str, Any]     # {"mean", "std", "tile_px", "mpp"[, "input_px", "stain"]}
     pooling: dict[str, Any]           # {"method": ..., params}
     tuning_metrics: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
+    encoder: dict[str, Any] | None = None   # frozen encoder: {name, weights_sha256, dim, preprocessing, feature_set, stain}
+    head: dict[str, Any] | None = None      # feature head: models.heads.HeadConfig fields + dim
+
+    @property
+    def on_features(self) -> bool:
+        """A head on a frozen encoder's features (else a CNN on pixels)."""
+        return self.head is not None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "resolution": self.resolution, "arch": self.arch, "weights": self.weights,
             "sha256": self.sha256, "preprocessing": self.preprocessing, "pooling": self.pooling,
-            "tuning_metrics": self.tuning_metrics, "seed": self.seed,
+            "tuning_metrics": self.tuning_metrics, "seed": self.seed, "encoder": self.encoder, "head": self.head,
         }
 
     @classmethod
@@ -72,7 +80,7 @@ class Member:
         return cls(name=str(d["name"]), resolution=str(d["resolution"]), arch=str(d["arch"]),
                    weights=str(d["weights"]), sha256=str(d["sha256"]), preprocessing=dict(d["preprocessing"]),
                    pooling=dict(d["pooling"]), tuning_metrics=dict(d.get("tuning_metrics") or {}),
-                   seed=d.get("seed"))
+                   seed=d.get("seed"), encoder=d.get("encoder"), head=d.get("head"))
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,17 @@ class Bundle:
             ) from exc
 
     def load_model(self, member: Member, device: str | torch.device = "cpu") -> nn.Module:
-        """The member's backbone with its weights, in eval mode, channels_last, on `device`."""
+        """The member's network with its weights, in eval mode on `device`: its feature head, or its CNN
+        backbone (channels_last)."""
+        if member.head is not None:
+            from wsi_prognosis.models.heads import build_head
+
+            head = build_head(int(member.head["dim"]), member.head)
+            try:
+                head.load_state_dict(self.load_state_dict(member))
+            except RuntimeError as exc:
+                raise BundleError(f"{self.weights_path(member)}: weights do not fit the {member.arch} head ({exc}).") from exc
+            return head.to(device).eval()
         model = build_backbone(member.arch)
         try:
             model.load_state_dict(self.load_state_dict(member))
@@ -251,7 +269,7 @@ def load_bundle(bundle_dir: str | Path) -> Bundle:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise BundleError(f"{path}: unreadable ({exc}). Fix: restore the bundle or rebuild it with `select`.") from exc
-    if record.get("format") != BUNDLE_FORMAT:
+    if record.get("format") not in READABLE_FORMATS:
         raise BundleError(f"{path}: format {record.get('format')!r} is not {BUNDLE_FORMAT!r}. Fix: rebuild with this version's `select`.")
     try:
         members = [Member.from_dict(m) for m in record["members"]]

@@ -15,13 +15,22 @@ from wsi_prognosis.models.data import DataConfig
 
 
 @dataclass(frozen=True)
+class EncoderChoice:
+    """`encoder=NAME` (the registry, `wsi_prognosis.encoders`) and an optional local weights file."""
+
+    name: str = "lite0"
+    weights: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "mobilenetv2_100"
+    arch: str = "mobilenetv2_100"    # encoder=none: the timm CNN trained from scratch on pixels
     pretrained_path: str | None = None
     loss: str = "bce"                # bce | cox | bce+cox (models.lit)
     cox_weight: float = 1.0
-    pooling: dict[str, Any] = field(default_factory=lambda: {"method": "mean"})
+    pooling: dict[str, Any] = field(default_factory=lambda: {"method": "mean"})   # encoder=none: tile-logit pooling
     optim: dict[str, Any] = field(default_factory=dict)
+    head: dict[str, Any] = field(default_factory=dict)   # frozen encoders: the feature head (models.heads.HeadConfig)
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class TrainConfig:
     data: DataConfig
     trainer: TrainerConfig
     labels: LabelConfig
+    encoder: EncoderChoice = field(default_factory=EncoderChoice)
+    features: Path | None = None     # the features root of `embed` (frozen encoders)
     resolved: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -71,4 +82,4 @@ def config_record(config: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(record, default=str))
 
 
-__all__ = ["ModelConfig", "TrainerConfig", "TrainConfig", "config_record"]
+__all__ = ["EncoderChoice", "ModelConfig", "TrainerConfig", "TrainConfig", "config_record"]

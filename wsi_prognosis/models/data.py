@@ -55,6 +55,7 @@ class DataConfig:
     train_cohort: str = "training"
     tune_cohort: str = "tuning"
     stain_norm: str = "none"        # none | macenko: per-slide stain normalisation (models.stain)
+    use_views: bool = True          # heads on features: draw tiles from their augmented views too (embed views=N)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

@@ -1,4 +1,4 @@
-"""The LightningModule of one ensemble member: a timm backbone scores tiles, pooling makes the slide
+"""The LightningModules of ensemble members. `MilModule`: a timm backbone scores tiles, pooling makes the slide
 score, and the loss (`model.loss`) compares it with the outcome (multiple-instance learning):
 `bce` against the slide's DoMore good/poor label (the default), `cox` the negative Cox partial
 likelihood of the batch's slides (time and event of every training patient: ranks within the
@@ -55,67 +55,33 @@ class OptimConfig:
     min_lr_ratio: float = 0.01      # cosine decays to lr * this
 
 
-class MilModule(pl.LightningModule):
-    """Tile logits -> pooled slide probability -> BCE with the slide label."""
+class TunedModule(pl.LightningModule):
+    """What every member's LightningModule shares: the outcome loss, the tuning metrics of each
+    validation epoch (C-index, good-vs-poor AUC), the history kept in checkpoints, AdamW with warm-up
+    and cosine decay. Subclasses say how a batch becomes slide logits (`slide_logits`) and how one
+    tuning slide is scored (`validation_step` appends (slide index, score) to `self._val`)."""
 
-    def __init__(self, arch: str, preprocessing: dict[str, Any], pooling: dict[str, Any],
-                 optim: dict[str, Any], pretrained_path: str | None = None, eval_chunk: int = 256,
-                 loss: str = "bce", cox_weight: float = 1.0) -> None:
+    def __init__(self, optim: dict[str, Any], loss: str = "bce", cox_weight: float = 1.0) -> None:
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"model.loss={loss!r}: use one of {LOSSES}")
         self.loss_name, self.cox_weight = loss, float(cox_weight)
-        self.stain_norm = "stain" in preprocessing
-        self.save_hyperparameters()
-        self.backbone = build_backbone(arch, pretrained_path=pretrained_path).to(memory_format=torch.channels_last)
-        self.prep = Preprocessing.from_dict(preprocessing)
-        self.pooling = dict(pooling)
         self.optim = OptimConfig(**optim)
-        self.eval_chunk = eval_chunk
         self._val: list[tuple[int, float]] = []
         self.history: list[dict[str, float]] = []
         self.last_tune_scores: Any = None   # DataFrame of the latest tuning epoch (slide_id, ..., score)
 
-    def tile_logits(self, tiles_uint8: torch.Tensor) -> torch.Tensor:
-        """(N, H, W, 3) uint8 (or float in [0, 255]) -> (N,) logits."""
-        return self.backbone(tiles_to_tensor(tiles_uint8, self.prep)).float().reshape(-1)
-
-    def forward(self, bags_uint8: torch.Tensor, augment: torch.Tensor | None = None,
-                stain: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, N, H, W, 3) uint8 bags -> (B,) slide probabilities; `augment` (B, N, N_PARAMS) colour and
-        blur parameters from the loader (training only), applied to the whole batch at once; `stain`
-        (B, 3, 3) each slide's stain-normalisation matrix (applied first, when the member uses one)."""
-        b, n = bags_uint8.shape[:2]
-        tiles = bags_uint8.reshape(b * n, *bags_uint8.shape[2:])
-        if stain is not None and self.stain_norm:
-            tiles = apply_od_matrix(tiles, stain.repeat_interleave(n, dim=0))
-        if augment is not None:
-            tiles = augment_batch(tiles, augment.reshape(b * n, -1))
-        return pool_tile_logits(self.tile_logits(tiles).reshape(b, n), **self.pooling)
-
-    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        """batch: (tiles, y, slide index, augmentation parameters, stain matrix, time, event), as
-        `data.TrainBags` makes them; y is NaN for a patient without a good/poor label (Cox only)."""
-        tiles, y, _, augment, stain, time, event = batch
-        prob = self(tiles, augment, stain).clamp(1e-6, 1 - 1e-6)
-        loss = prob.sum() * 0.0
+    def outcome_loss(self, logits: torch.Tensor, y: torch.Tensor, time: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
+        """BCE against the good/poor labels (y NaN: no label, Cox only) and/or the batch's Cox partial likelihood."""
+        loss = logits.sum() * 0.0
         if self.loss_name in ("bce", "bce+cox"):
             labelled = ~torch.isnan(y)
             if labelled.any():
-                loss = loss + F.binary_cross_entropy(prob[labelled], y[labelled].float())
+                loss = loss + F.binary_cross_entropy_with_logits(logits[labelled], y[labelled].float())
         if self.loss_name in ("cox", "bce+cox"):
-            loss = loss + self.cox_weight * cox_partial_likelihood(torch.logit(prob), time, event)
+            loss = loss + self.cox_weight * cox_partial_likelihood(logits, time, event)
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         return loss
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        tiles, index, stain = batch
-        tiles = tiles[0]
-        if self.stain_norm:
-            tiles = apply_od_matrix(tiles, stain[0])
-        logits = torch.cat([self.tile_logits(tiles[s:s + self.eval_chunk]) for s in range(0, len(tiles), self.eval_chunk)])
-        score = pool_tile_logits(logits, **self.pooling)
-        self._val.append((int(index[0]), float(score)))
 
     def on_validation_epoch_end(self) -> None:
         local = torch.tensor(self._val, dtype=torch.float64, device=self.device).reshape(-1, 2)
@@ -160,3 +126,51 @@ class MilModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("wsi_history", []))
+
+
+class MilModule(TunedModule):
+    """A timm backbone trained on pixels: tile logits -> pooled slide probability -> the outcome loss."""
+
+    def __init__(self, arch: str, preprocessing: dict[str, Any], pooling: dict[str, Any],
+                 optim: dict[str, Any], pretrained_path: str | None = None, eval_chunk: int = 256,
+                 loss: str = "bce", cox_weight: float = 1.0) -> None:
+        super().__init__(optim, loss, cox_weight)
+        self.stain_norm = "stain" in preprocessing
+        self.save_hyperparameters()
+        self.backbone = build_backbone(arch, pretrained_path=pretrained_path).to(memory_format=torch.channels_last)
+        self.prep = Preprocessing.from_dict(preprocessing)
+        self.pooling = dict(pooling)
+        self.eval_chunk = eval_chunk
+
+    def tile_logits(self, tiles_uint8: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, 3) uint8 (or float in [0, 255]) -> (N,) logits."""
+        return self.backbone(tiles_to_tensor(tiles_uint8, self.prep)).float().reshape(-1)
+
+    def forward(self, bags_uint8: torch.Tensor, augment: torch.Tensor | None = None,
+                stain: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, H, W, 3) uint8 bags -> (B,) slide probabilities; `augment` (B, N, N_PARAMS) colour and
+        blur parameters from the loader (training only), applied to the whole batch at once; `stain`
+        (B, 3, 3) each slide's stain-normalisation matrix (applied first, when the member uses one)."""
+        b, n = bags_uint8.shape[:2]
+        tiles = bags_uint8.reshape(b * n, *bags_uint8.shape[2:])
+        if stain is not None and self.stain_norm:
+            tiles = apply_od_matrix(tiles, stain.repeat_interleave(n, dim=0))
+        if augment is not None:
+            tiles = augment_batch(tiles, augment.reshape(b * n, -1))
+        return pool_tile_logits(self.tile_logits(tiles).reshape(b, n), **self.pooling)
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        """batch: (tiles, y, slide index, augmentation parameters, stain matrix, time, event), as
+        `data.TrainBags` makes them; y is NaN for a patient without a good/poor label (Cox only)."""
+        tiles, y, _, augment, stain, time, event = batch
+        prob = self(tiles, augment, stain).clamp(1e-6, 1 - 1e-6)
+        return self.outcome_loss(torch.logit(prob), y, time, event)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        tiles, index, stain = batch
+        tiles = tiles[0]
+        if self.stain_norm:
+            tiles = apply_od_matrix(tiles, stain[0])
+        logits = torch.cat([self.tile_logits(tiles[s:s + self.eval_chunk]) for s in range(0, len(tiles), self.eval_chunk)])
+        score = pool_tile_logits(logits, **self.pooling)
+        self._val.append((int(index[0]), float(score)))

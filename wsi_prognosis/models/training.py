@@ -13,6 +13,8 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +29,7 @@ from wsi_prognosis.cohort.labels import outcome_labels, training_labels
 from wsi_prognosis.errors import TrainingError
 from wsi_prognosis.models.backbone import default_preprocessing
 from wsi_prognosis.models.config import config_record
-from wsi_prognosis.models.data import BagDataModule, SlideBag, usable_slides, with_stain_normalisation
+from wsi_prognosis.models.data import BagDataModule, usable_slides, with_stain_normalisation
 from wsi_prognosis.models.lit import METRIC_KEYS, MilModule
 from wsi_prognosis.provenance import write_run_record
 from wsi_prognosis.tiling import open_tile_store
@@ -69,8 +71,9 @@ def tile_spec_from_store(tiles_file: str) -> dict[str, Any]:
     return {k: tiling[k] for k in ("resolutions", "min_tissue_fraction", "tissue") if k in tiling}
 
 
-def _check_grids(bags: list[SlideBag], resolution: str) -> tuple[int, float]:
-    specs = {(b.grid.tile_px, round(b.grid.mpp, 6)) for b in bags}
+def check_grids(grids: list[tuple[int, float]], resolution: str) -> tuple[int, float]:
+    """The one (tile_px, mpp) every slide's grid at `resolution` has; TrainingError otherwise."""
+    specs = {(int(px), round(float(mpp), 6)) for px, mpp in grids}
     if len(specs) != 1:
         raise TrainingError(
             f"tile stores disagree on the {resolution} grid (tile_px, mpp): {sorted(specs)}. "
@@ -183,41 +186,25 @@ def train_member(config: "TrainConfig") -> dict[str, Any]:
     print(f"training labels ({config.data.train_cohort} patients): good={counts['good']} poor={counts['poor']} "
           f"excluded={counts['excluded']}" + (" (kept: the Cox loss uses every patient)" if uses_cox else ""), flush=True)
     tune_table = tuning_table(manifest, clinical, config)
-    res = config.resolution
-    options = dict(min_tissue_fraction=config.data.min_tissue_fraction, verify_fingerprints=config.data.verify_fingerprints)
-    train_bags, train_empty = usable_slides(train_table, config.tiles, res, **options)
-    tune_bags, tune_empty = usable_slides(tune_table, config.tiles, res, **options)
-    left_out = {"training": train_empty, "tuning": tune_empty}
-    check_usable(train_bags, tune_bags, left_out, res, config)
-    tile_px, mpp = _check_grids(train_bags + tune_bags, res)
-    preprocessing = default_preprocessing(config.model.arch, tile_px=tile_px, mpp=mpp).to_dict()
-    stain_unfitted: list[str] = []
-    if config.data.stain_norm == "macenko":
-        train_bags, target, stain_unfitted = with_stain_normalisation(train_bags)
-        tune_bags, _, tune_unfitted = with_stain_normalisation(tune_bags, target)
-        stain_unfitted += tune_unfitted
-        preprocessing["stain"] = {"method": "macenko", **target.to_dict()}
-        if stain_unfitted:
-            log.warning("%s: stain not estimable on %d slide(s) (too little stained tissue), left as they are: %s",
-                        config.member, len(stain_unfitted), stain_unfitted[:5])
-    tile_spec = tile_spec_from_store(train_bags[0].tiles_file)
-    n_tiles = int(sum(b.n_tiles for b in train_bags))
-    log.info("%s: %d training slides (%d tiles at %s), %d tuning slides", config.member, len(train_bags), n_tiles, res,
-             len(tune_bags))
+    from wsi_prognosis.encoders import SCRATCH, get_encoder
 
+    scratch = get_encoder(config.encoder.name).kind == SCRATCH
+    if scratch:
+        prepared = prepare_pixels(config, train_table, tune_table)
+    else:
+        from wsi_prognosis.models.feature_training import prepare_features
+
+        prepared = prepare_features(config, train_table, tune_table)
+    log.info("%s: %d training slides (%d tiles at %s), %d tuning slides", config.member, len(prepared.train_bags),
+             prepared.n_tiles, config.resolution, len(prepared.tune_bags))
     member_record = {
-        "name": config.member, "resolution": res, "arch": config.model.arch, "pooling": config.model.pooling,
-        "preprocessing": preprocessing, "tile_spec": tile_spec, "seed": config.seed,
-        "label_counts": counts, "left_out": left_out, "stain_unfitted": stain_unfitted,
-        "config": config_record(config),
+        "name": config.member, "resolution": config.resolution, **prepared.record, "seed": config.seed,
+        "label_counts": counts, "left_out": prepared.left_out, "config": config_record(config),
     }
     write_text_atomic(member_dir / MEMBER_FILE, json.dumps(member_record, indent=2) + "\n")
 
     pl.seed_everything(config.seed, workers=True)
-    datamodule = BagDataModule(train_bags, tune_bags, config.data)
-    module = MilModule(arch=config.model.arch, preprocessing=preprocessing, pooling=config.model.pooling,
-                       optim=config.model.optim, pretrained_path=config.model.pretrained_path,
-                       loss=config.model.loss, cox_weight=config.model.cox_weight)
+    datamodule, module = prepared.build()
     t = config.trainer
     gpu = _is_gpu(t.accelerator)
     precision = t.precision if t.precision != "auto" else ("bf16-mixed" if gpu else "32-true")
@@ -237,7 +224,7 @@ def train_member(config: "TrainConfig") -> dict[str, Any]:
             raise TrainingError(f"{last_ckpt}: cannot be read to resume ({exc}). Fix: rerun with resume=false.") from exc
         log.info("%s: resuming from %s (epoch %d done)", config.member, last_ckpt, resumed_from + 1)
         print(f"resuming from {last_ckpt} after epoch {resumed_from}", flush=True)
-    extra = {"member": config.member, "resolution": res, "resumed_from_epoch": resumed_from}
+    extra = {"member": config.member, "resolution": config.resolution, "resumed_from_epoch": resumed_from}
     callbacks: list[pl.Callback] = [checkpoint, MetricsWriter(member_dir / METRICS_FILE, t.monitor, extra)]
     if t.early_stopping_patience and t.early_stopping_patience > 0:
         callbacks.append(pl.callbacks.EarlyStopping(monitor=monitor_key, mode="max", patience=t.early_stopping_patience,
@@ -255,11 +242,55 @@ def train_member(config: "TrainConfig") -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if not trainer.is_global_zero:
         return {}
-    return finish_member(member_dir, config, t.monitor, extra={**extra, "train_seconds": round(time.time() - started, 1),
-                                                                  "n_train_tiles": n_tiles})
+    return finish_member(member_dir, config, t.monitor, prefix=prepared.prefix,
+                         extra={**extra, "train_seconds": round(time.time() - started, 1), "n_train_tiles": prepared.n_tiles})
 
 
-def check_usable(train_bags: list[SlideBag], tune_bags: list[SlideBag], left_out: dict[str, list[str]], res: str,
+@dataclass
+class Prepared:
+    """What a recipe (pixels from scratch, or heads on cached features) hands the common training loop."""
+
+    train_bags: list[Any]
+    tune_bags: list[Any]
+    left_out: dict[str, list[str]]
+    n_tiles: int
+    record: dict[str, Any]                  # member.json fields: arch, pooling, preprocessing, tile_spec, ...
+    build: Callable[[], tuple[pl.LightningDataModule, pl.LightningModule]]
+    prefix: str                             # of the network's keys in the Lightning state dict
+
+
+def prepare_pixels(config: "TrainConfig", train_table: pd.DataFrame, tune_table: pd.DataFrame) -> Prepared:
+    """encoder=none: a timm CNN trained from scratch on bags of tile pixels (DoMore's own way)."""
+    res = config.resolution
+    options = dict(min_tissue_fraction=config.data.min_tissue_fraction, verify_fingerprints=config.data.verify_fingerprints)
+    train_bags, train_empty = usable_slides(train_table, config.tiles, res, **options)
+    tune_bags, tune_empty = usable_slides(tune_table, config.tiles, res, **options)
+    left_out = {"training": train_empty, "tuning": tune_empty}
+    check_usable(train_bags, tune_bags, left_out, res, config)
+    tile_px, mpp = check_grids([(b.grid.tile_px, b.grid.mpp) for b in train_bags + tune_bags], res)
+    preprocessing = default_preprocessing(config.model.arch, tile_px=tile_px, mpp=mpp).to_dict()
+    stain_unfitted: list[str] = []
+    if config.data.stain_norm == "macenko":
+        train_bags, target, stain_unfitted = with_stain_normalisation(train_bags)
+        tune_bags, _, tune_unfitted = with_stain_normalisation(tune_bags, target)
+        stain_unfitted += tune_unfitted
+        preprocessing["stain"] = {"method": "macenko", **target.to_dict()}
+        if stain_unfitted:
+            log.warning("%s: stain not estimable on %d slide(s) (too little stained tissue), left as they are: %s",
+                        config.member, len(stain_unfitted), stain_unfitted[:5])
+
+    def build() -> tuple[pl.LightningDataModule, pl.LightningModule]:
+        return (BagDataModule(train_bags, tune_bags, config.data),
+                MilModule(arch=config.model.arch, preprocessing=preprocessing, pooling=config.model.pooling,
+                          optim=config.model.optim, pretrained_path=config.model.pretrained_path,
+                          loss=config.model.loss, cox_weight=config.model.cox_weight))
+
+    record = {"arch": config.model.arch, "encoder": None, "pooling": config.model.pooling, "preprocessing": preprocessing,
+              "tile_spec": tile_spec_from_store(train_bags[0].tiles_file), "stain_unfitted": stain_unfitted}
+    return Prepared(train_bags, tune_bags, left_out, int(sum(b.n_tiles for b in train_bags)), record, build, "backbone.")
+
+
+def check_usable(train_bags: list[Any], tune_bags: list[Any], left_out: dict[str, list[str]], res: str,
                  config: "TrainConfig") -> None:
     """Slides without tiles at `res` were left out; stop only when a cohort has nothing left to learn from."""
     for cohort, ids in left_out.items():
@@ -295,8 +326,10 @@ def experiment_loggers(kind: str, member_dir: Path, member: str) -> list[Any]:
     return loggers
 
 
-def finish_member(member_dir: Path, config: "TrainConfig", monitor: str, extra: dict[str, Any]) -> dict[str, Any]:
-    """best.ckpt -> best.pt (backbone state_dict only), final metrics.json, run_train.json."""
+def finish_member(member_dir: Path, config: "TrainConfig", monitor: str, extra: dict[str, Any],
+                  prefix: str = "backbone.") -> dict[str, Any]:
+    """best.ckpt -> best.pt (the network's state_dict only: `prefix` backbone. or head.), final metrics.json,
+    run_train.json."""
     best_ckpt = member_dir / "best.ckpt"
     source = best_ckpt if best_ckpt.is_file() else member_dir / "last.ckpt"
     if not source.is_file():
@@ -311,7 +344,7 @@ def finish_member(member_dir: Path, config: "TrainConfig", monitor: str, extra: 
         written = []
     if len(written) > len(history):
         history = [{k: (float("nan") if v is None else v) for k, v in row.items()} for row in written]
-    state = {k[len("backbone."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.")}
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     with atomic_path(member_dir / BEST_WEIGHTS) as tmp:
         torch.save(state, tmp)
     best_epoch_index = int(checkpoint["epoch"])

@@ -77,6 +77,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         members.append((Member(
             name=c.name, resolution=c.resolution, arch=c.arch, weights="", sha256="",
             preprocessing=c.record["preprocessing"], pooling=c.record["pooling"], tuning_metrics=tuning,
+            encoder=c.record.get("encoder"), head=c.record.get("head"),
             seed=c.record.get("seed"),
         ), c.weights))
     bundle = write_bundle(

@@ -1,6 +1,6 @@
-"""`wsi-prognosis train manifest=CSV clinical=CSV tiles=DIR out=DIR` — train one ensemble member.
+"""`wsi-prognosis train manifest=CSV clinical=CSV tiles=DIR [features=DIR] out=DIR` — train one ensemble member.
 
-The member folder is `out/<member>` where the member name is built from resolution, arch, seed
+The member folder is `out/<member>` where the member name is built from resolution, model, seed
 and any other overrides (so a `--multirun` sweep writes one folder per candidate). It holds
 member.json, metrics.json, best.pt (backbone state_dict), best.ckpt/last.ckpt (Lightning) and
 run_train.json. Rerunning with `resume=true` (the default) skips a finished member and continues
@@ -10,10 +10,9 @@ an interrupted one from last.ckpt.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from wsi_prognosis.cohort.labels import LabelConfig
 from wsi_prognosis.errors import ConfigurationError
 from wsi_prognosis.models.augment import AugmentConfig
-from wsi_prognosis.models.config import ModelConfig, TrainConfig, TrainerConfig, config_record
+from wsi_prognosis.models.config import EncoderChoice, ModelConfig, TrainConfig, TrainerConfig, config_record
 from wsi_prognosis.models.data import DataConfig
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,14 @@ def member_name(resolution: str, arch: str, seed: Any, overrides: str = "") -> s
     return _UNSAFE.sub("-", base) + "_" + safe
 
 
+def model_tag(encoder: str, arch: str, pooling: str) -> str:
+    """The model part of a member's name: `<encoder>-<head pooling>` (e.g. lite0-attention), or the CNN's
+    timm arch when it trains from scratch (encoder=none)."""
+    return str(arch) if str(encoder) == "none" else f"{encoder}-{pooling}"
+
+
 OmegaConf.register_new_resolver("wsi_member", member_name, replace=True)
+OmegaConf.register_new_resolver("wsi_model_tag", model_tag, replace=True)
 
 
 def _section(cls: type, values: Any, key: str) -> Any:
@@ -92,13 +98,22 @@ def parse_config(cfg: DictConfig) -> TrainConfig:
     from wsi_prognosis.models.pooling import check_pooling
 
     check_pooling(model.pooling)
+    from wsi_prognosis.models.heads import HeadConfig
+
+    _section(HeadConfig, model.head, "model.head")  # validated here, built by the recipe
+    encoder = _section(EncoderChoice, resolved.get("encoder"), "encoder")
+    from wsi_prognosis.encoders import get_encoder
+
+    get_encoder(encoder.name)  # an unknown name fails before any work, listing the names
+    features = resolved.get("features")
     if data_config.bag_size < 1 or data_config.batch_size < 1:
         raise ConfigurationError("data.bag_size and data.batch_size must be >= 1.")
     return TrainConfig(
         manifest=Path(str(resolved["manifest"])), clinical=Path(str(resolved["clinical"])),
         tiles=Path(str(resolved["tiles"])), out=Path(str(resolved["out"])), member=str(resolved["member"]),
         resolution=str(resolved["resolution"]), seed=int(resolved["seed"]), resume=bool(resolved["resume"]),
-        model=model, data=data_config, trainer=trainer, labels=labels, resolved=resolved,
+        model=model, data=data_config, trainer=trainer, labels=labels, encoder=encoder,
+        features=None if features is None else Path(str(features)), resolved=resolved,
     )
 
 
