@@ -80,21 +80,40 @@ class Preprocessing:
 
 @dataclass
 class LoadedMember:
+    """A member that scores pixels: its CNN gives one logit per tile."""
+
     name: str
     resolution: str
     model: nn.Module
     preprocessing: Preprocessing
 
 
-class EnsembleRunner:
-    """All members of a bundle on one device; `logits(res, tiles)` runs those of one resolution."""
+@dataclass
+class TileEncoder:
+    """A frozen encoder feeding feature heads: its output per tile is the (D,) embedding. `name` is the
+    feature set's key (`features.FeatureSpec.key`), shared by every head trained on those features."""
 
-    def __init__(self, members: Sequence[LoadedMember], config: EngineConfig) -> None:
+    name: str
+    resolution: str
+    embed: Callable[[torch.Tensor], torch.Tensor]      # uint8 (B, H, W, 3) -> (B, D), TileEmbedder.embed_tensor
+    stain_target: StainFit | None = None               # normalise onto this before embedding (the set's target)
+
+
+class EnsembleRunner:
+    """All members of a bundle on one device. Per resolution, each *output* is a pixel member's tile
+    logits (B, 1) or a frozen encoder's embeddings (B, D) (heads pool those when a slide is complete);
+    `outputs_on_device(res, tiles)` runs them on one batch, `logits(res, tiles)` the pixel members only."""
+
+    def __init__(self, members: Sequence[LoadedMember], config: EngineConfig,
+                 encoders: Sequence[TileEncoder] = ()) -> None:
         self.device = config.torch_device()
         self.cuda = self.device.type == "cuda"
         self.bf16 = config.bf16 and self.cuda
         self.channels_last = config.channels_last
         self.by_resolution: dict[str, list[LoadedMember]] = {}
+        self.encoders: dict[str, list[TileEncoder]] = {}
+        for encoder in encoders:
+            self.encoders.setdefault(encoder.resolution, []).append(encoder)
         self._norm: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for m in members:
             m.model.eval().to(self.device)
@@ -105,14 +124,37 @@ class EnsembleRunner:
             self._norm[m.name] = (mean, std)
 
     def member_names(self, resolution: str) -> list[str]:
+        """The pixel members of `resolution`, in bundle order."""
         return [m.name for m in self.by_resolution.get(resolution, [])]
+
+    def output_names(self, resolution: str) -> list[str]:
+        """Pixel members, then encoders: the order of `outputs_on_device`."""
+        return self.member_names(resolution) + [e.name for e in self.encoders.get(resolution, [])]
+
+    @property
+    def resolutions(self) -> list[str]:
+        return sorted(set(self.by_resolution) | set(self.encoders))
 
     def logits(self, resolution: str, tiles: torch.Tensor, stain: StainFit | None = None) -> np.ndarray:
         """tiles : (B, H, W, 3) uint8. Returns (M, B) float32 logits on the host."""
         return self.logits_on_device(resolution, tiles, stain).cpu().numpy()
 
     def uses_stain(self, resolution: str) -> bool:
-        return any(m.preprocessing.stain is not None for m in self.by_resolution.get(resolution, []))
+        return (any(m.preprocessing.stain is not None for m in self.by_resolution.get(resolution, []))
+                or any(e.stain_target is not None for e in self.encoders.get(resolution, [])))
+
+    @torch.inference_mode()
+    def outputs_on_device(self, resolution: str, tiles: torch.Tensor, stain: StainFit | None = None) -> list[torch.Tensor]:
+        """One batch through every output of `resolution` (`output_names` order): (B, 1) tile logits of each
+        pixel member, (B, D) embeddings of each encoder (stain-normalised onto its target first)."""
+        outputs = [row[:, None] for row in self.logits_on_device(resolution, tiles, stain)] if self.by_resolution.get(resolution) else []
+        for encoder in self.encoders.get(resolution, []):
+            x = tiles
+            if encoder.stain_target is not None:
+                matrix = torch.from_numpy(od_matrix(stain, encoder.stain_target))
+                x = apply_od_matrix(tiles.to(self.device), matrix).round_().to(torch.uint8)
+            outputs.append(encoder.embed(x))
+        return outputs
 
     @torch.inference_mode()
     def logits_on_device(self, resolution: str, tiles: torch.Tensor, stain: StainFit | None = None) -> torch.Tensor:
@@ -126,7 +168,7 @@ class EnsembleRunner:
         x = raw.permute(0, 3, 1, 2).float().div_(255.0)
         normalised: dict[bytes, torch.Tensor] = {}
         outputs = []
-        for m in self.by_resolution[resolution]:
+        for m in self.by_resolution.get(resolution, []):
             px = m.preprocessing.tile_px
             if px is not None and (x.shape[-1] != px or x.shape[-2] != px):
                 raise ValueError(f"member {m.name} takes {px}-px tiles, got {tuple(x.shape[-2:])}")
@@ -185,12 +227,21 @@ class _ChunkDataset(Dataset):
 
 @dataclass
 class SlideLogits:
-    """What the engine hands back per slide: (M, N) logits per resolution, or the first error."""
+    """What the engine hands back per slide: per resolution, each output's (N, K) array (`outputs`:
+    pixel members' tile logits with K = 1, encoders' embeddings with K = D), or the first error.
+    `logits[res]` is the pixel members' (M, N) tile logits."""
 
     slide_key: str
-    logits: dict[str, np.ndarray] = field(default_factory=dict)
+    outputs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     error: str = ""
     n_tiles: int = 0
+    pixel_members: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def logits(self) -> dict[str, np.ndarray]:
+        return {res: np.stack([outs[name][:, 0] for name in self.pixel_members.get(res, [])])
+                if self.pixel_members.get(res) else np.zeros((0, len(next(iter(outs.values()), []))), np.float32)
+                for res, outs in self.outputs.items()}
 
 
 @dataclass
@@ -238,6 +289,13 @@ def _stop_readers(batches: object) -> None:
         shutdown()
 
 
+def _concatenate(names: Sequence[str], chunks: Sequence[Sequence[torch.Tensor]]) -> dict[str, np.ndarray]:
+    """Per output name, the (N, K) array of a slide's batches (batches x outputs -> outputs)."""
+    if not chunks:
+        return {name: np.zeros((0, 1), np.float32) for name in names}
+    return {name: torch.cat([batch[j] for batch in chunks]).float().cpu().numpy() for j, name in enumerate(names)}
+
+
 def run_jobs(
     jobs: Sequence[TileJob],
     runner: EnsembleRunner,
@@ -255,7 +313,7 @@ def run_jobs(
         key = dataset.jobs[j].slide_key
         remaining[key] = remaining.get(key, 0) + 1
     results: dict[str, SlideLogits] = {}
-    parts: dict[tuple[str, str], list[torch.Tensor]] = {}
+    parts: dict[tuple[str, str], list[list[torch.Tensor]]] = {}
     jobs_of: dict[str, list[TileJob]] = {}
     for job in jobs:
         jobs_of.setdefault(job.slide_key, []).append(job)
@@ -284,10 +342,8 @@ def run_jobs(
             for job in jobs_of[key]:
                 chunks = parts.pop((key, job.resolution), [])
                 if not result.error:
-                    n_members = len(runner.member_names(job.resolution))
-                    result.logits[job.resolution] = (
-                        torch.cat(chunks, dim=1).cpu().numpy() if chunks else np.zeros((n_members, 0), np.float32)
-                    )
+                    result.pixel_members[job.resolution] = runner.member_names(job.resolution)
+                    result.outputs[job.resolution] = _concatenate(runner.output_names(job.resolution), chunks)
             next_out += 1
             yield result
 
@@ -302,7 +358,7 @@ def run_jobs(
                 result.error = error
             if not result.error:
                 parts.setdefault((job.slide_key, job.resolution), []).append(
-                    runner.logits_on_device(job.resolution, tiles, job.stain))
+                    runner.outputs_on_device(job.resolution, tiles, job.stain))
                 result.n_tiles += stop - start
                 if stats is not None:
                     stats.tiles += stop - start

@@ -38,7 +38,7 @@ def model_key(bundle: Any) -> str:
     Not the thresholds: risk groups are applied when the tables are built, so scoring again with the
     calibrated bundle reuses every finished slide.
     """
-    members = [[m.name, m.resolution, m.arch, m.sha256, m.preprocessing, m.pooling] for m in bundle.members]
+    members = [[m.name, m.resolution, m.arch, m.sha256, m.preprocessing, m.pooling, m.encoder] for m in bundle.members]
     payload = json.dumps([members, bundle.tile_spec], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

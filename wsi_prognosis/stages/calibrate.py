@@ -37,6 +37,8 @@ class CalibrateConfig:
     fit: dict[str, Any]
     engine: Any
     tiling_workers: int
+    features: Path | None = None
+    encoder_weights: dict[str, str] | None = None
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> CalibrateConfig:
@@ -75,7 +77,8 @@ class CalibrateConfig:
         return cls(bundle=bundle, out=out, manifest=path("manifest"), clinical=path("clinical"), tiles=path("tiles"),
                    scores=path("scores"), cohort=str(c.get("cohort", "tuning")), level=level,
                    patient_aggregation=aggregation, fit=fit, engine=engine_config(c.get("engine")),
-                   tiling_workers=_int(c.get("tiling_workers", 2), "tiling_workers", 1))
+                   tiling_workers=_int(c.get("tiling_workers", 2), "tiling_workers", 1), features=path("features"),
+                   encoder_weights={str(k): str(v) for k, v in (c.get("encoder_weights") or {}).items()})
 
 
 def _tuning_table(config: CalibrateConfig, bundle: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -106,7 +109,8 @@ def _tuning_table(config: CalibrateConfig, bundle: Any) -> tuple[pd.DataFrame, d
         manifest = load_score_manifest(config.manifest, config.cohort)
         work = config.out / "calibration" / "scoring"
         options = ScoreOptions(tiles=config.tiles, patient_aggregation=config.patient_aggregation, engine=config.engine,
-                               tiling_workers=config.tiling_workers, heatmap=False, geojson=False)
+                               tiling_workers=config.tiling_workers, heatmap=False, geojson=False,
+                               features=config.features, encoder_weights=config.encoder_weights or {})
         table = score_manifest(bundle, manifest, work, options).slides
         source = {"manifest": str(config.manifest),
                   "manifest_sha256": file_sha256(config.manifest) if config.manifest.is_file() else None,

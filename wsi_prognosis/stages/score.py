@@ -63,8 +63,14 @@ class ScoreStageConfig:
         tiles = c.get("tiles")
         if tiles is not None and not Path(str(tiles)).is_dir():
             raise ConfigurationError(f"tiles={tiles}: not a folder. Fix: the out= folder of `tile`, or omit tiles=.")
+        features = c.get("features")
+        if features is not None and not Path(str(features)).is_dir():
+            raise ConfigurationError(f"features={features}: not a folder. Fix: the out= folder of `embed`, or omit "
+                                     "features= (slides are then embedded on the fly).")
         options = ScoreOptions(
             tiles=None if tiles is None else Path(str(tiles)),
+            features=None if features is None else Path(str(features)),
+            encoder_weights={str(k): str(v) for k, v in (c.get("encoder_weights") or {}).items()},
             patient_aggregation=aggregation,
             shard=Shard.parse(c.get("shard")),
             engine=engine_config(c.get("engine")),
