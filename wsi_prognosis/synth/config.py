@@ -197,8 +197,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # tests: a handful of small slides per cohort, seconds in all
     "tiny": dict(n_training=6, n_tuning=6, n_validation=6, width_px=1024, height_px=832,
                  validation_tile_px=512),
-    # the demo: ~45 patients per cohort, ~1.5k x 1.2k px slides, ~50 % tissue
-    "demo": dict(n_training=44, n_tuning=44, n_validation=44, width_px=1536, height_px=1216),
+    # the demo: ~45 patients per cohort, 2.5k x 1.9k px slides (640 x 480 µm), ~50 % tissue: ~30 tiles of
+    # 224 px at 40x and 2-4 at 10x per slide, for a 224-px encoder
+    "demo": dict(n_training=44, n_tuning=44, n_validation=44, width_px=2560, height_px=1920),
     # throughput: one ~80,000 x 60,000 px slide, ~38 % tissue, rendered from a patch bank
     "benchmark": dict(n_training=1, n_tuning=0, n_validation=0, with_test=False,
                       width_px=80000, height_px=60000, size_jitter=0.0, tissue_fraction=0.38,
