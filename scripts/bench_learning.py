@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 from wsi_prognosis.survival import concordance  # noqa: E402
 from wsi_prognosis.synth.realtex import SIGNALS, RealTexConfig, make_realtex_cohort  # noqa: E402
 
-TILE_OVERRIDES = ["tiling.tile_px=64", "tissue.mask_mpp=4", "tissue.min_tissue_area_um2=5000"]
+TILE_OVERRIDES = ["tissue.mask_mpp=4", "tissue.min_tissue_area_um2=5000"]  # small slides: a finer mask
 
 
 def stage(args: list[str], log: Path) -> None:
@@ -118,19 +118,29 @@ def run_signal(signal: str, n_train: int, args: argparse.Namespace) -> list[dict
     runs, bundle, calibrated = work / "runs", work / "bundle", work / "bundle_calibrated"
     scores, analysis = work / "scores", work / "analysis"
     seeds = ",".join(str(args.seed + i) for i in range(args.members))
+    features: list[str] = []
+    if args.encoder != "none":  # a frozen encoder: embed once per cohort and embed settings, shared by recipes
+        etag = "" if not args.embed else "_" + hashlib.sha1(" ".join(args.embed).encode()).hexdigest()[:6]
+        root = out / "cohorts" / f"{name}_features{tag}{etag}"
+        embed_args = ["embed", f"tiles={tiles}", f"out={root}", f"manifest={manifest}", f"encoder={args.encoder}",
+                      *args.embed]
+        stage(embed_args, out / "cohorts" / f"{name}_embed{tag}{etag}.log")  # resumable: finished stores are skipped
+        features = [f"features={root}"]
+        rows_probe = probe_rows(cohort_dir, root, args)
+    encoder = [f"encoder={args.encoder}"] if args.encoder != "none" else ["experiment=scratch_cpu"]
     if not (runs / "sweep_done.json").is_file():
         stage(["train", "--multirun", f"manifest={manifest}", f"clinical={clinical}", f"tiles={tiles}", f"out={runs}",
-               f"resolution={args.resolutions}", f"seed={seeds}", "experiment=demo", *args.train], log)
+               f"resolution={args.resolutions}", f"seed={seeds}", *encoder, *features, *args.train], log)
         (runs / "sweep_done.json").write_text("{}\n")
     if not (bundle / "run_select.json").is_file():
         stage(["select", f"runs={runs}", f"out={bundle}", f"k={args.keep}", f"resolutions=[{args.resolutions}]",
                *args.select], log)
     if not (calibrated / "run_calibrate.json").is_file():
         stage(["calibrate", f"bundle={bundle}", f"manifest={manifest}", f"clinical={clinical}", f"tiles={tiles}",
-               f"out={calibrated}", "engine.workers=0"], log)
+               f"out={calibrated}", "engine.workers=0", *features], log)
     if not (scores / "run_score.json").is_file():
         stage(["score", f"bundle={calibrated}", f"manifest={manifest}", f"tiles={tiles}", f"out={scores}",
-               "engine.workers=0", "exports.heatmap=false", "exports.geojson=false"], log)
+               "engine.workers=0", "exports.heatmap=false", "exports.geojson=false", *features], log)
     if not (analysis / "run_analyze.json").is_file():
         stage(["analyze", f"scores={scores / 'patient_scores.csv'}", f"clinical={clinical}", f"out={analysis}",
                "analysis.bootstrap.n=0"], log)
@@ -138,7 +148,22 @@ def run_signal(signal: str, n_train: int, args: argparse.Namespace) -> list[dict
     for row in rows:
         row.update(signal=signal, n_train=n_train, seed=args.seed, recipe=args.recipe,
                    minutes=round((time.monotonic() - started) / 60, 1))
+        if args.encoder != "none":
+            row.update({k: v.get(row["cohort"]) for k, v in rows_probe.items()})
     return rows
+
+
+def probe_rows(cohort_dir: Path, root: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """The simple baseline's C per cohort (scripts/bench_probe.py), per resolution embedded."""
+    from bench_probe import probe
+
+    found = {}
+    for res in args.resolutions.split(","):
+        try:
+            found[f"c_probe_{res}"] = probe(cohort_dir, root, args.encoder, res)
+        except Exception as exc:  # noqa: BLE001 - e.g. no 10x tiles: the row says so, the benchmark goes on
+            print(f"    probe {res}: not computed ({exc})", flush=True)
+    return found
 
 
 KEY = ["signal", "n_train", "seed", "cohort"]
@@ -158,22 +183,26 @@ def save_results(target: Path, rows: pd.DataFrame) -> None:
     (target / "results.json").write_text(rows.to_json(orient="records", indent=1))
 
 
-def target_checks(validation: pd.Series, tuning: pd.Series) -> tuple[dict[str, bool], float]:
-    """The issue's validation targets for one run, and the largest share drift from tuning."""
+MARGIN = {"nuclear": 0.05, "architecture": 0.05, "immune": 0.10, "stroma": 0.10}  # validation C >= oracle - margin
+
+
+def target_checks(validation: pd.Series, tuning: pd.Series, signal: str) -> tuple[dict[str, bool], float]:
+    """The validation targets for one run, and the largest share drift from tuning."""
     drift = max(abs(validation[f"share_{g}"] - tuning[f"share_{g}"]) for g in ("good", "uncertain", "poor"))
     hr_low = validation["hr_low"]
+    probes = [validation[c] for c in validation.index if str(c).startswith("c_probe_") and not pd.isna(validation[c])]
     return {
-        "C>=oracle-0.07": validation["c_ensemble"] >= validation["c_oracle"] - 0.07,
-        "C>grade": validation["c_ensemble"] > validation["c_grade"],
+        f"C>=oracle-{MARGIN[signal]:.2f}": validation["c_ensemble"] >= validation["c_oracle"] - MARGIN[signal],
         "HR CI>1": hr_low is not None and not pd.isna(hr_low) and hr_low > 1,
         "shares±10pp": drift <= 0.10,
+        "ens>=baseline": bool(probes) and validation["c_ensemble"] >= max(probes),
         "ens>=median member": validation["c_ensemble"] >= validation["c_median_member"],
     }, drift
 
 
 def ablation_table(out: Path) -> pd.DataFrame:
     """One row per recipe and signal, over every seed run: validation C (mean and per seed), its gap to
-    oracle - 0.07, share drift, HR's lower CI bound and how many of the five targets each seed met.
+    oracle - margin, the baseline, share drift, HR's lower CI bound and how many of the five targets each seed met.
     Recomputed from each run's scores and analysis, so it never reads a stale results.csv."""
     records = []
     for run in sorted(out.glob("*/*_n*_s*")):
@@ -183,10 +212,18 @@ def ablation_table(out: Path) -> pd.DataFrame:
         rows = pd.DataFrame(cohort_metrics(run / "scores", out / "cohorts" / run.name, run / "analysis")).set_index("cohort")
         if not {"validation", "tuning"} <= set(rows.index):
             continue
+        results = run.parent / "results.csv"  # the baseline's C, computed when the recipe ran
+        if results.is_file():
+            saved = pd.read_csv(results)
+            saved = saved[(saved["signal"] == signal) & (saved["seed"] == int(seed[1:])) & (saved["n_train"] == int(n[1:]))]
+            for column in [c for c in saved.columns if c.startswith("c_probe_")]:
+                rows[column] = saved.set_index("cohort")[column].reindex(rows.index)
         v = rows.loc["validation"]
-        checks, drift = target_checks(v, rows.loc["tuning"])
+        checks, drift = target_checks(v, rows.loc["tuning"], signal)
+        probe = max([v[c] for c in v.index if str(c).startswith("c_probe_") and not pd.isna(v[c])], default=float("nan"))
         records.append({"recipe": run.parent.name, "signal": signal, "n_train": int(n[1:]), "seed": int(seed[1:]),
-                        "val_c": v["c_ensemble"], "gap": v["c_ensemble"] - (v["c_oracle"] - 0.07),
+                        "val_c": v["c_ensemble"], "oracle": v["c_oracle"], "probe": probe,
+                        "gap": v["c_ensemble"] - (v["c_oracle"] - MARGIN[signal]),
                         "drift_pp": 100 * drift, "hr_low": v["hr_low"], "targets": sum(checks.values())})
     table = pd.DataFrame(records)
     if table.empty:
@@ -194,23 +231,24 @@ def ablation_table(out: Path) -> pd.DataFrame:
     return (table.groupby(["signal", "n_train", "recipe"])
             .agg(seeds=("seed", lambda s: ",".join(map(str, sorted(s)))), val_c=("val_c", "mean"),
                  val_c_per_seed=("val_c", lambda c: " ".join(f"{x:.3f}" for x in c)),
+                 oracle=("oracle", "mean"), probe=("probe", "mean"),
                  gap=("gap", "mean"), drift_pp=("drift_pp", "mean"), min_hr_low=("hr_low", "min"),
                  targets_per_seed=("targets", lambda t: " ".join(f"{x}/5" for x in t)))
             .reset_index())
 
 
 def print_table(table: pd.DataFrame) -> None:
-    cols = ["signal", "n_train", "cohort", "n", "c_ensemble", "c_oracle", "c_grade", "c_best_10x", "c_median_10x",
-            "c_best_40x", "c_median_40x", "share_good", "share_uncertain", "share_poor", "hr_poor", "hr_low", "hr_high"]
+    cols = ["signal", "n_train", "cohort", "n", "c_ensemble", "c_oracle", "c_grade", "c_probe_40x", "c_probe_10x",
+            "c_best_10x", "c_median_10x", "c_best_40x", "c_median_40x", "share_good", "share_uncertain", "share_poor", "hr_poor", "hr_low", "hr_high"]
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
         print(table[[c for c in cols if c in table]].to_string(index=False))
-    print("\nTargets (validation): C >= oracle - 0.07 and > grade C; HR CI excludes 1; shares within 10 pp of tuning;"
-          " ensemble C >= median member C.")
+    print("\nTargets (validation): C >= oracle - 0.05 (nuclear, architecture) or - 0.10 (immune, stroma); HR CI "
+          "excludes 1; shares within 10 pp of tuning; ensemble C >= the mean-embedding Cox baseline and >= median member C.")
     for (signal, n), group in table.groupby(["signal", "n_train"]):
         by = group.set_index("cohort")
         if "validation" not in by.index or "tuning" not in by.index:
             continue
-        checks, drift = target_checks(by.loc["validation"], by.loc["tuning"])
+        checks, drift = target_checks(by.loc["validation"], by.loc["tuning"], signal)
         print(f"  {signal:13s} n={n}: " + "  ".join(f"{k} {'PASS' if ok else 'fail'}" for k, ok in checks.items())
               + f"  (max share drift {100 * drift:.0f} pp)")
 
@@ -223,8 +261,12 @@ def main() -> None:
     parser.add_argument("--curve-signal", default=None, help="signal for sizes other than the first (default: first signal)")
     parser.add_argument("--n-tuning", type=int, default=80)
     parser.add_argument("--n-validation", type=int, default=100)
-    parser.add_argument("--members", type=int, default=3, help="candidates trained per resolution")
-    parser.add_argument("--keep", type=int, default=2, help="members kept per resolution by select")
+    parser.add_argument("--members", type=int, default=8, help="candidates trained per resolution")
+    parser.add_argument("--keep", type=int, default=5, help="members kept per resolution by select (DoMore: 5)")
+    parser.add_argument("--encoder", default="lite0", help="frozen encoder (embedded once per cohort), or none: "
+                        "from scratch on pixels (experiment=scratch_cpu; add --tile tiling.tile_px=64 as before)")
+    parser.add_argument("--embed", action="append", default=[], help="extra embed override (repeatable; e.g. views=2), "
+                        "features kept per override set")
     parser.add_argument("--resolutions", default="10x,40x",
                         help="member resolutions (e.g. 40x alone for a quick ablation of a 40x signal)")
     parser.add_argument("--recipe", default="default", help="name of this recipe (its own runs folder)")
@@ -244,7 +286,7 @@ def main() -> None:
         table.to_csv(Path(args.out) / "ablation.csv", index=False)
         with pd.option_context("display.width", 250, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
             print(table.to_string(index=False))
-        print(f"\ngap = validation C - (oracle C - 0.07), >= 0 passes; drift = largest validation share change from "
+        print(f"\ngap = validation C - (oracle C - margin: 0.05 nuclear, architecture; 0.10 immune, stroma), >= 0 passes; probe = the mean-embedding Cox baseline; drift = largest validation share change from "
               f"tuning (<= 10 pp passes); targets = of the five per seed. Saved: {Path(args.out) / 'ablation.csv'}")
         return
     signals = [s for s in args.signals.split(",") if s]
