@@ -9,8 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from wsi_prognosis.errors import ConfigurationError
-from wsi_prognosis.stages.analyze import config_from_dict
-from wsi_prognosis.survival import prepare
+from wsi_prognosis.survival import config_from_dict, prepare
 
 REPO = Path(__file__).resolve().parents[2]
 

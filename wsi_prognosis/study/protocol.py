@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from wsi_prognosis.errors import ProtocolError
+from wsi_prognosis.survival.config import config_from_dict
 
 PROTOCOL_FORMAT = "wsi-prognosis-protocol/1"
 KNOWN_COHORTS = ("training", "tuning", "test", "validation")
@@ -176,8 +177,6 @@ def build_protocol(bundle_dir: str | Path, *, primary: Mapping[str, Any], second
         "pool": pool,
         "landmarks": [float(t) for t in landmarks],
     }
-    from wsi_prognosis.stages.analyze import config_from_dict
-
     config_from_dict(analysis_block)  # the locked configuration must be one analyze accepts
     secondary_list = []
     if covariates:
@@ -414,8 +413,6 @@ class ProtocolRun:
         from importlib.resources import files
 
         from omegaconf import OmegaConf
-
-        from wsi_prognosis.stages.analyze import config_from_dict
 
         self.path = Path(path)
         self.protocol = load_protocol(self.path)             # refuses a hand-edited protocol

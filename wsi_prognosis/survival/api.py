@@ -4,7 +4,8 @@ Per cohort: group shares, Kaplan–Meier tables, number at risk, log-rank (overa
 HRs for uncertain/poor vs good (univariable and adjusted), HR per SD of the score, C-index with a
 bootstrap CI, the Schoenfeld PH check, reverse-KM median follow-up, and the same for a reference
 marker (default `grade`) with the C-index difference score - marker. Nothing here writes files
-(see `outputs.write_analysis`) or reads a Hydra config (see `wsi_prognosis.stages.analyze`).
+(see `outputs.write_analysis`) or reads a Hydra config (see `wsi_prognosis.stages.analyze`); the options
+are `survival.config.AnalysisConfig`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from wsi_prognosis.errors import ConfigurationError
 from wsi_prognosis.provenance import package_versions
+from wsi_prognosis.survival.config import COMPARISONS, AnalysisConfig, PrimaryAnalysis
 from wsi_prognosis.survival.concordance import concordance_ci, concordance_difference
 from wsi_prognosis.survival.cox import concat, cox_groups, cox_per_sd
 from wsi_prognosis.survival.evidence import extend_analysis
@@ -27,64 +28,9 @@ from wsi_prognosis.survival.km import at_risk_table, km_table
 from wsi_prognosis.survival.logrank import logrank_table
 
 COHORT_ORDER = ("training", "tuning", "test", "validation")
-COMPARISONS = ("uncertain_vs_good", "poor_vs_good")
-PRIMARY_MEASURES = ("hr", "hr_adjusted", "c_index", "logrank_p")
 DEFAULT_COVARIATES = ("pT", "pN")
 _MARKER_WORDS = {"low": 0, "well": 0, "moderate": 1, "moderately": 1, "intermediate": 1,
                  "high": 2, "poor": 2, "poorly": 2, "undifferentiated": 3}
-
-
-@dataclass(frozen=True)
-class PrimaryAnalysis:
-    """The pre-defined primary analysis (Kleppe et al. 2021): fixed before the external cohort is seen.
-
-    Default, as in DoMore-v1-CRC's validation: univariable HR poor vs good in the validation cohort.
-    """
-
-    cohort: str = "validation"
-    measure: str = "hr"                 # hr | hr_adjusted | c_index | logrank_p
-    comparison: str = "poor_vs_good"    # for hr / hr_adjusted
-    description: str = "Cancer-specific survival, poor vs good prognosis, univariable Cox HR in the validation cohort"
-
-
-@dataclass(frozen=True)
-class AnalysisConfig:
-    """Options of the analysis; every default is documented in configs/analyze.yaml."""
-
-    time_unit: str = "years"
-    time_points: tuple[float, ...] = (0, 2, 4, 6, 8)
-    covariates: tuple[str, ...] | None = None       # None: pT, pN when present
-    reference_marker: str | None = "auto"           # "auto": grade when present; None: none
-    reference_order: tuple[str, ...] | None = None  # text marker levels, lowest risk first
-    n_bootstrap: int = 1000
-    confidence_bands: bool = False
-    seed: int = 0
-    alpha: float = 0.05
-    ph_alpha: float = 0.05
-    patient_aggregation: str = "mean"
-    thresholds: tuple[float, float] | None = None   # re-derive risk groups from the patient score
-    endpoint: str = "Cancer-specific survival"
-    primary: PrimaryAnalysis = field(default_factory=PrimaryAnalysis)
-    pool: tuple[str, ...] = ()                      # cohorts pooled by random-effects meta-analysis
-    landmarks: tuple[float, ...] = ()               # KM survival per group, Uno's C and AUC at these times
-
-    def __post_init__(self) -> None:
-        if any(not float(t) > 0 for t in self.landmarks):
-            raise ConfigurationError(f"analysis.landmarks={list(self.landmarks)}: need times > 0, e.g. [5].")
-        points = [float(t) for t in self.time_points]
-        if len(points) < 2 or points != sorted(set(points)) or points[0] < 0:
-            raise ConfigurationError(
-                f"analysis.time_points={list(self.time_points)}: need at least two increasing values >= 0, e.g. [0,2,4,6,8].")
-        if not 0 < self.alpha < 1 or not 0 < self.ph_alpha < 1:
-            raise ConfigurationError("analysis.alpha and analysis.ph_alpha must lie in (0, 1).")
-        if self.n_bootstrap < 0:
-            raise ConfigurationError("analysis.bootstrap.n must be >= 0 (0 disables bootstrap CIs).")
-        if self.primary.measure not in PRIMARY_MEASURES:
-            raise ConfigurationError(f"analysis.primary.measure={self.primary.measure!r}: use one of {PRIMARY_MEASURES}.")
-        if self.primary.measure.startswith("hr") and self.primary.comparison not in COMPARISONS:
-            raise ConfigurationError(f"analysis.primary.comparison={self.primary.comparison!r}: use one of {COMPARISONS}.")
-        if self.thresholds is not None and not self.thresholds[0] <= self.thresholds[1]:
-            raise ConfigurationError(f"analysis.thresholds={self.thresholds}: need low <= high.")
 
 
 @dataclass
