@@ -3,15 +3,14 @@
 Per cohort: group shares, Kaplan–Meier tables, number at risk, log-rank (overall, pairwise), Cox
 HRs for uncertain/poor vs good (univariable and adjusted), HR per SD of the score, C-index with a
 bootstrap CI, the Schoenfeld PH check, reverse-KM median follow-up, and the same for a reference
-marker (default `grade`) with the C-index difference score - marker. Nothing here writes files
-(see `outputs.write_analysis`) or reads a Hydra config (see `wsi_prognosis.stages.analyze`); the options
-are `survival.config.AnalysisConfig`.
+marker (default `grade`, ordered by `survival.markers`) with the C-index difference score - marker.
+Nothing here writes files (see `outputs.write_analysis`) or reads a Hydra config (see
+`wsi_prognosis.stages.analyze`); the options are `survival.config.AnalysisConfig`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -26,11 +25,10 @@ from wsi_prognosis.survival.followup import median_followup
 from wsi_prognosis.survival.inputs import RISK_GROUPS, Prepared, prepare
 from wsi_prognosis.survival.km import at_risk_table, km_table
 from wsi_prognosis.survival.logrank import logrank_table
+from wsi_prognosis.survival.markers import marker_levels, marker_strings, resolve_marker
 
 COHORT_ORDER = ("training", "tuning", "test", "validation")
 DEFAULT_COVARIATES = ("pT", "pN")
-_MARKER_WORDS = {"low": 0, "well": 0, "moderate": 1, "moderately": 1, "intermediate": 1,
-                 "high": 2, "poor": 2, "poorly": 2, "undifferentiated": 3}
 
 
 @dataclass
@@ -77,51 +75,6 @@ def _num(value) -> float | None:
     if value is None or (isinstance(value, float) and not math.isfinite(value)) or pd.isna(value):
         return None
     return float(value)
-
-
-def marker_levels(values: pd.Series, order: Sequence[str] | None = None) -> tuple[list | None, str | None]:
-    """Levels of a reference marker ordered from lowest to highest risk, or (None, reason).
-
-    Numbers sort numerically; "G1".."G4" / "grade 2" by their digit; low/moderate/high and
-    well/moderately/poorly differentiated by meaning; anything else needs `order`, because an
-    alphabetical guess could flip the sign of the marker's C-index.
-    """
-    present = [v for v in values.dropna().astype(str).str.strip().unique() if v != ""]
-    if not present:
-        return None, "no values"
-    if order is not None:  # values outside `order` (e.g. "unknown") count as missing
-        order = [str(o) for o in order]
-        levels = [o for o in order if o in present]
-        return (levels, None) if levels else (None, f"no value is in analysis.reference_order={order}")
-    numeric = pd.to_numeric(pd.Series(present), errors="coerce")
-    if numeric.notna().all():
-        return [v for _, v in sorted(zip(numeric, present))], None
-    digits = [re.findall(r"\d+", v) for v in present]
-    if all(len(d) == 1 for d in digits):
-        return [v for _, v in sorted(zip((int(d[0]) for d in digits), present))], None
-    words = [_MARKER_WORDS.get(re.split(r"[\s_-]+", v.lower())[0]) for v in present]
-    if all(w is not None for w in words) and len(set(words)) == len(words):
-        return [v for _, v in sorted(zip(words, present))], None
-    return None, (f"cannot order values {present[:6]} from low to high risk; "
-                  "set analysis.reference_order=[lowest,...,highest]")
-
-
-def marker_strings(values: pd.Series) -> pd.Series:
-    """Marker values as stripped text; numbers without a spurious '.0' (2.0 -> "2"); blanks -> NA."""
-    if pd.api.types.is_numeric_dtype(values):
-        return values.map(lambda v: pd.NA if pd.isna(v) else f"{v:g}").astype("string")
-    return values.astype("string").str.strip().replace("", pd.NA)
-
-
-def _resolve_marker(config: AnalysisConfig, columns: Sequence[str]) -> tuple[str | None, str | None]:
-    marker = config.reference_marker
-    if marker is None or str(marker).lower() in ("none", "null", ""):
-        return None, "no reference marker configured"
-    if marker == "auto":
-        return ("grade", None) if "grade" in columns else (None, "no `grade` column in clinical.csv")
-    if marker not in columns:
-        return None, f"reference marker {marker!r} is not a column of clinical.csv"
-    return marker, None
 
 
 def _hr_entry(table: pd.DataFrame, term: str) -> dict:
@@ -289,7 +242,7 @@ def analyze(scores: pd.DataFrame, clinical: pd.DataFrame, config: AnalysisConfig
     config = config or AnalysisConfig()
     prepared: Prepared = prepare(scores, clinical, aggregation=config.patient_aggregation, thresholds=config.thresholds)
     patients = prepared.patients
-    marker, marker_reason = _resolve_marker(config, list(clinical.columns))
+    marker, marker_reason = resolve_marker(config.reference_marker, list(clinical.columns))
     if config.covariates is None:
         covariates = [c for c in DEFAULT_COVARIATES if c in clinical.columns]
     else:
