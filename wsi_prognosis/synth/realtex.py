@@ -9,7 +9,7 @@ morphology, each visible at one scale:
   nucleolated with r; their count stays fixed and their haematoxylin mass per nucleus too, so at
   10x a nucleus is a blob of the same darkness whatever r.
 - ``architecture`` (10x): glands go from round tubules to ragged, cribriform and solid ones
-  (`render.draw_glands`, the same painter as the synthetic slides).
+  (`layout.draw_glands`, the same painter as the synthetic slides).
 - ``immune`` (10x): the density of lymphocytes (small, round, very dark nuclei) falls with r.
 - ``stroma`` (10x): the share of the tissue that is stroma (eosin-rich real patches, versus
   cellular ones) rises with r (tumour-stroma ratio).

@@ -82,8 +82,9 @@ def plant_nuclei(rng: np.random.Generator, conc: np.ndarray, allowed: np.ndarray
 
 
 def plant_glands(rng: np.random.Generator, tissue: np.ndarray, n: float, mpp: float) -> tuple[np.ndarray, np.ndarray]:
-    """Glands whose disruption follows n (render.draw_glands): (epithelium mask, lumen mask)."""
-    from wsi_prognosis.synth.render import EPITHELIUM, LUMEN, STROMA, FieldSpec, draw_glands
+    """Glands whose disruption follows n (layout.draw_glands): (epithelium mask, lumen mask)."""
+    from wsi_prognosis.synth.layout import EPITHELIUM, LUMEN, STROMA, draw_glands
+    from wsi_prognosis.synth.spec import FieldSpec
 
     h, w = tissue.shape
     spec = FieldSpec(width_px=w, height_px=h, mpp=mpp, risk=n, strength_10x=1.0)
