@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from wsi_prognosis.review.index import SlideEntry
+from wsi_prognosis.review.entry import SlideEntry
 
 
 @lru_cache(maxsize=1)
