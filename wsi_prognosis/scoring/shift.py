@@ -32,6 +32,12 @@ Three pieces, one module each (every name is importable from here too):
   for the median, the KS p, a z test of the cohort's mean tile statistic), so a cohort of a few
   slides is not flagged on noise.
 
+The cohorts the bundle's members were trained on (``data.train_cohort`` of their training
+configs, "training" by default; `in_sample_cohorts`) are compared and reported like the others
+but never flagged: their scores are in-sample, and the training cohort holds only the extremes
+of survival, so they are expected to differ from tuning ("in-sample (training): not flagged,
+expected to differ").
+
 A bundle without a reference (calibrated before this check, or not calibrated) still scores;
 shift.json then says "no reference in bundle" and flags nothing.
 """
@@ -48,8 +54,9 @@ from typing import Any
 
 from wsi_prognosis.scoring.shift_compare import (COLOUR_SD_FLOOR_REL, SHARPNESS_SD_FLOOR_LOG10, ShiftLimits,
                                                  _cohort_tile_means, cohort_shift)
-from wsi_prognosis.scoring.shift_reference import (COLOUR_KEYS, MAX_REFERENCE_SCORES, NO_REFERENCE, REFERENCE_VERSION,
-                                                   RISK_GROUPS, build_reference, bundle_reference, cohort_tile_stats)
+from wsi_prognosis.scoring.shift_reference import (COLOUR_KEYS, DEFAULT_TRAIN_COHORT, MAX_REFERENCE_SCORES, NO_REFERENCE,
+                                                   REFERENCE_VERSION, RISK_GROUPS, build_reference, bundle_reference,
+                                                   cohort_tile_stats, in_sample_cohorts, in_sample_note)
 from wsi_prognosis.scoring.shift_stats import (STATS_TILES, TISSUE_OD, backfill_tile_stats, slide_tile_stats,
                                                stats_resolution, subsample_indices, tile_stats)
 
@@ -61,14 +68,17 @@ def shift_report(bundle: Any, slides: Any, patients: Any, slide_records: Mapping
     """The content of shift.json: every cohort of `slides` (scores.csv) against the bundle's reference.
 
     `patients`: patient_scores.csv (used when the reference is patient-level); `slide_records`:
-    slide_id -> record (for `tile_stats`).
+    slide_id -> record (for `tile_stats`). The cohorts the members were trained on
+    (`in_sample_cohorts`) are compared and reported like any other, but never flagged: ``in_sample``
+    is true, ``note`` says so, and ``reasons`` still lists every limit they passed.
     """
     reference = bundle_reference(bundle)
+    in_sample = in_sample_cohorts(bundle)
     ok = slides[slides["status"] == "ok"]
     cohorts = sorted({str(c) for c in slides["cohort"]})
     bundle_id = bundle.get("id") if isinstance(bundle, Mapping) else getattr(bundle, "id", None)
     report: dict[str, Any] = {"version": REFERENCE_VERSION, "bundle_id": bundle_id,
-                              "limits": asdict(limits)}
+                              "limits": asdict(limits), "in_sample_cohorts": in_sample}
     if reference is None:
         report["reference"] = {"available": False, "reason": NO_REFERENCE}
     else:
@@ -86,6 +96,10 @@ def shift_report(bundle: Any, slides: Any, patients: Any, slide_records: Mapping
             groups = rows["risk_group"].astype(str).tolist() if "risk_group" in rows else None
             entry = cohort_shift(reference, rows["score"].to_numpy(float), stats, limits, groups)
         entry["n_slides"] = int((ok["cohort"].astype(str) == cohort).sum())
+        entry["in_sample"] = cohort in in_sample
+        if entry["in_sample"]:  # trained on: its scores are expected to differ from tuning
+            entry["flagged"] = False
+            entry["note"] = "; ".join(filter(None, [in_sample_note(cohort), entry.get("note")]))
         report["cohorts"][cohort] = entry
     report["flagged"] = [c for c, e in report["cohorts"].items() if e["flagged"]]
     return report
@@ -93,6 +107,12 @@ def shift_report(bundle: Any, slides: Any, patients: Any, slide_records: Mapping
 
 CSV_COLUMNS = ("cohort", "n", "n_slides", "level", "median", "score_shift_iqr", "ks", "ks_p", "od_h_shift_sd",
                "od_e_shift_sd", "sharpness_shift_sd", "flagged", "reasons")
+
+
+def _reasons_text(entry: Mapping[str, Any]) -> str:
+    """shift.csv's `reasons`: why a cohort is flagged, or its note (an in-sample cohort: the note, then what moved)."""
+    parts = ([entry["note"]] if entry.get("in_sample") and entry.get("note") else []) + list(entry.get("reasons") or [])
+    return "; ".join(parts) or entry.get("note", "")
 
 
 def shift_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -106,7 +126,7 @@ def shift_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             "ks_p": e.get("ks_p"), "od_h_shift_sd": (tiles.get("od_h") or {}).get("shift_sd"),
             "od_e_shift_sd": (tiles.get("od_e") or {}).get("shift_sd"),
             "sharpness_shift_sd": (tiles.get("log10_sharpness") or {}).get("shift_sd"),
-            "flagged": bool(e.get("flagged")), "reasons": "; ".join(e.get("reasons") or []) or e.get("note", ""),
+            "flagged": bool(e.get("flagged")), "reasons": _reasons_text(e),
         })
     return rows
 
@@ -145,6 +165,9 @@ def write_shift_report(out: Path, report: Mapping[str, Any]) -> tuple[Path, Path
     for cohort in report["flagged"]:
         log.warning("domain shift: cohort %r moved away from the tuning cohort: %s. The thresholds are NOT refitted; "
                     "read its risk groups with care (shift.json).", cohort, "; ".join(report["cohorts"][cohort]["reasons"]))
+    for cohort, entry in report["cohorts"].items():
+        if entry.get("in_sample") and entry.get("reasons"):
+            log.info("%s: %s", entry["note"], "; ".join(entry["reasons"]))
     return json_path, csv_path
 
 
@@ -163,7 +186,8 @@ def run_shift_check(bundle: Any, out: Path, slides: Any, patients: Any, limits: 
     except Exception as exc:  # noqa: BLE001 - the scores are written; a failed check is reported, not fatal
         log.exception("domain-shift check failed")
         report = {"version": REFERENCE_VERSION, "error": f"{type(exc).__name__}: {exc}", "limits": asdict(limits),
-                  "reference": {"available": False, "reason": f"the check failed: {exc}"}, "cohorts": {}, "flagged": []}
+                  "in_sample_cohorts": [], "reference": {"available": False, "reason": f"the check failed: {exc}"},
+                  "cohorts": {}, "flagged": []}
     write_shift_report(out, report)
     return report
 
@@ -196,7 +220,8 @@ def merged_shift_check(folders: Sequence[str | Path], out: Path) -> dict[str, An
 
 
 __all__ = ["run_shift_check", "merged_shift_check", "shift_report", "shift_rows", "write_shift_report", "CSV_COLUMNS",
-           "ShiftLimits", "cohort_shift", "build_reference", "bundle_reference", "cohort_tile_stats", "tile_stats",
+           "ShiftLimits", "cohort_shift", "build_reference", "bundle_reference", "in_sample_cohorts", "in_sample_note",
+           "DEFAULT_TRAIN_COHORT", "cohort_tile_stats", "tile_stats",
            "slide_tile_stats", "backfill_tile_stats", "subsample_indices", "stats_resolution", "STATS_TILES", "TISSUE_OD",
            "REFERENCE_VERSION", "MAX_REFERENCE_SCORES", "COLOUR_KEYS", "RISK_GROUPS", "NO_REFERENCE",
            "COLOUR_SD_FLOOR_REL", "SHARPNESS_SD_FLOOR_LOG10"]

@@ -22,6 +22,8 @@ MAX_REFERENCE_SCORES = 5000
 #: colour statistics compared in tuning SDs (each stain's mean OD over tissue pixels)
 COLOUR_KEYS = ("od_h", "od_e")
 RISK_GROUPS = ("good", "uncertain", "poor")
+#: the training cohort's name when a bundle records none (data.train_cohort's default)
+DEFAULT_TRAIN_COHORT = "training"
 NO_REFERENCE = ("no reference in bundle (calibrated before the domain-shift check existed, or not calibrated); "
                 "Fix: calibrate again with this version to record the tuning reference")
 
@@ -81,6 +83,29 @@ def bundle_reference(bundle: Any) -> dict[str, Any] | None:
     return reference if isinstance(reference, Mapping) and reference.get("scores") else None
 
 
+def in_sample_cohorts(bundle: Any) -> list[str]:
+    """The cohorts the bundle's members were trained on: never flagged by the check, only reported.
+
+    Their scores are in-sample (the training cohort also holds only the extremes of survival), so
+    they are expected to differ from tuning. Read from each member's training config
+    (``training_configs.<member>.data.train_cohort``, a loaded bundle or a bundle.json dict);
+    ``["training"]`` when none is recorded.
+    """
+    configs = bundle.get("training_configs") if isinstance(bundle, Mapping) else getattr(bundle, "training_configs", None)
+    names = set()
+    for config in (configs or {}).values():
+        data = config.get("data") if isinstance(config, Mapping) else None
+        name = data.get("train_cohort") if isinstance(data, Mapping) else None
+        if name:
+            names.add(str(name))
+    return sorted(names) or [DEFAULT_TRAIN_COHORT]
+
+
+def in_sample_note(cohort: str) -> str:
+    """What shift.json, shift.csv and report.html say about an in-sample cohort instead of a flag."""
+    return f"in-sample ({cohort}): not flagged, expected to differ"
+
+
 def cohort_tile_stats(records_dir: Path, cohort: str, patient_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """`tile_stats` of the ok slides of `cohort` (optionally only these patients) in a score out= folder."""
     wanted = None if patient_ids is None else {str(p) for p in patient_ids}
@@ -98,5 +123,6 @@ def cohort_tile_stats(records_dir: Path, cohort: str, patient_ids: Iterable[str]
     return found
 
 
-__all__ = ["REFERENCE_VERSION", "MAX_REFERENCE_SCORES", "COLOUR_KEYS", "RISK_GROUPS", "NO_REFERENCE", "build_reference",
-           "bundle_reference", "cohort_tile_stats"]
+__all__ = ["REFERENCE_VERSION", "MAX_REFERENCE_SCORES", "COLOUR_KEYS", "RISK_GROUPS", "NO_REFERENCE",
+           "DEFAULT_TRAIN_COHORT", "build_reference", "bundle_reference", "in_sample_cohorts", "in_sample_note",
+           "cohort_tile_stats"]
