@@ -17,11 +17,26 @@ GROUPS = ("good", "uncertain", "poor")
 
 @dataclass(frozen=True)
 class QcThresholds:
-    """When a slide gets a QC flag (the tile store's QC values against these)."""
+    """When a slide gets a QC flag (the tile store's QC values against these).
+
+    "little tissue" needs both: less tissue than `little_tissue_mm2` (real resections have tens
+    to hundreds of mm², a small biopsy a few mm², so 0.1 mm² flags only a near-empty slide) and
+    less than `little_tissue_share` of the scanned area. The second keeps a small image that is
+    mostly tissue (a cropped region; the demo's synthetic slides, about 0.1 mm² and half tissue)
+    from being flagged for its size: it is not a slide whose tissue went missing.
+    """
 
     blur_below: float = 300.0          # tissue.BLUR_WARNING_THRESHOLD: variance of the Laplacian
     pen_above: float = 0.05            # tiling.pipeline.PEN_WARNING_FRACTION: share of tissue area
-    little_tissue_mm2: float = 0.1     # real resections have tens to hundreds of mm²
+    little_tissue_mm2: float = 0.1     # tissue area in mm² below which a slide may be flagged ...
+    little_tissue_share: float = 0.1   # ... when it also covers less than this share of the slide's area
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.little_tissue_share <= 1.0:
+            from wsi_prognosis.errors import ConfigurationError
+
+            raise ConfigurationError(f"qc.little_tissue_share={self.little_tissue_share!r}: a share of the slide's "
+                                     "area must lie in [0, 1]. Fix: e.g. 0.1 (1 disables the relative test).")
 
 
 @dataclass
@@ -92,8 +107,24 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def qc_flags(qc: Mapping[str, Any], thresholds: QcThresholds) -> list[str]:
-    """`blur`, `pen`, `little tissue` from a tile store's QC record (missing values raise no flag)."""
+def slide_area_mm2(dimensions: tuple[int, int] | None, mpp: float | None) -> float | None:
+    """The scanned area in mm² from the level-0 size (width, height px) and µm/px; None when unknown.
+
+    >>> round(slide_area_mm2((1000, 800), 0.25), 6)
+    0.05
+    """
+    if dimensions is None or mpp is None:
+        return None
+    return dimensions[0] * dimensions[1] * (mpp / 1000.0) ** 2
+
+
+def qc_flags(qc: Mapping[str, Any], thresholds: QcThresholds, slide_mm2: float | None = None) -> list[str]:
+    """`blur`, `pen`, `little tissue` from a tile store's QC record (missing values raise no flag).
+
+    `slide_mm2`: the slide's scanned area; with it, "little tissue" also needs the tissue to cover
+    less than `thresholds.little_tissue_share` of it (see `QcThresholds`); without it, the
+    absolute area decides alone.
+    """
     flags = []
     blur = _float(qc.get("blur"))
     if blur is not None and blur < thresholds.blur_below:
@@ -102,9 +133,10 @@ def qc_flags(qc: Mapping[str, Any], thresholds: QcThresholds) -> list[str]:
     if pen is not None and pen > thresholds.pen_above:
         flags.append("pen")
     tissue = _float(qc.get("tissue_mm2"))
-    if tissue is not None and tissue < thresholds.little_tissue_mm2:
+    if tissue is not None and tissue < thresholds.little_tissue_mm2 and (
+            slide_mm2 is None or tissue < thresholds.little_tissue_share * slide_mm2):
         flags.append("little tissue")
     return flags
 
 
-__all__ = ["GROUPS", "QcThresholds", "SlideEntry", "qc_flags"]
+__all__ = ["GROUPS", "QcThresholds", "SlideEntry", "qc_flags", "slide_area_mm2"]

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from wsi_prognosis.review.entry import GROUPS, QcThresholds, SlideEntry, _float, _text, qc_flags
+from wsi_prognosis.review.entry import GROUPS, QcThresholds, SlideEntry, _float, _text, qc_flags, slide_area_mm2
 from wsi_prognosis.review.errors import ReviewInputError
 from wsi_prognosis.review.query import SORT_KEYS, Query, neighbours, page_of, select
 
@@ -93,11 +93,11 @@ def _check_entry(entry: SlideEntry, qc_thresholds: QcThresholds) -> None:
             with open_tile_store(entry.tile_store) as store:
                 if not entry.qc:
                     entry.qc = dict(store.qc)
-                    entry.flags = qc_flags(entry.qc, qc_thresholds)
                 entry.expected_fingerprint = store.fingerprint
                 entry.dimensions = (int(store.dimensions[0]), int(store.dimensions[1]))
                 if entry.mpp is None:
                     entry.mpp = store.mpp
+                entry.flags = qc_flags(entry.qc, qc_thresholds, slide_area_mm2(entry.dimensions, store.mpp))
         except WsiPrognosisError as exc:
             notes.append(f"tile store unreadable ({exc}): QC and the slide's fingerprint are unknown")
     elif entry.tile_store is not None:
@@ -237,8 +237,33 @@ def build_index(scores_dir: str | Path, manifest: str | Path | None = None,
     for entry in entries:
         if entry.slide_id in qc:
             entry.qc = qc[entry.slide_id]
-            entry.flags = qc_flags(entry.qc, qc_thresholds)
+            entry.flags = _flags(entry, qc_thresholds)
     return BatchIndex(scores_dir, entries, thresholds, qc_thresholds, bundle_id=run.get("bundle_id"))
+
+
+def _flags(entry: SlideEntry, thresholds: QcThresholds) -> list[str]:
+    """QC flags of an entry at start-up; the slide's area is read from its tile store only when the
+    tissue is below the absolute "little tissue" area (the only case it can change the flag)."""
+    tissue = _float(entry.qc.get("tissue_mm2"))
+    if tissue is None or tissue >= thresholds.little_tissue_mm2:
+        return qc_flags(entry.qc, thresholds)
+    return qc_flags(entry.qc, thresholds, _store_area_mm2(entry))
+
+
+def _store_area_mm2(entry: SlideEntry) -> float | None:
+    """The slide's scanned area from its tile store's level-0 size and µm/px (None when unreadable)."""
+    from wsi_prognosis.errors import WsiPrognosisError
+    from wsi_prognosis.tiling import open_tile_store
+
+    if entry.tile_store is None or not entry.tile_store.is_file():
+        return None
+    try:
+        with open_tile_store(entry.tile_store) as store:
+            entry.dimensions = (int(store.dimensions[0]), int(store.dimensions[1]))
+            mpp = float(store.mpp)
+    except (WsiPrognosisError, OSError, KeyError, ValueError):
+        return None
+    return slide_area_mm2(entry.dimensions, mpp)
 
 
 def _safe_id(slide_id: str) -> bool:
