@@ -17,6 +17,7 @@ from typing import Any
 from wsi_prognosis.errors import ProtocolError
 from wsi_prognosis.study.protocol_record import LOCKED_KEYS, close_match, exclusion_rules, load_protocol
 from wsi_prognosis.survival.config import config_from_dict
+from wsi_prognosis.survival.html_parts import fmt_threshold
 
 def _run_records(scores: Path) -> list[Path]:
     return [p for p in (scores.parent / "run_score.json", scores.parent / "run_merge.json") if p.is_file()]
@@ -83,6 +84,19 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _shown(key: str, locked: Any, used: Any) -> tuple[str, str]:
+    """A deviation's two values as text: thresholds with 4 decimals (protocol.json keeps them exact),
+    unless that would print two different values alike; anything else as its repr."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if key.startswith("thresholds.") and number(locked) and number(used):
+        pair = fmt_threshold(locked), fmt_threshold(used)
+        if pair[0] != pair[1]:
+            return pair
+    return repr(locked), repr(used)
+
+
 def apply_protocol(protocol: Mapping[str, Any], run_analysis: Mapping[str, Any],
                    defaults: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The analysis block to use and the deviations.
@@ -106,7 +120,8 @@ def apply_protocol(protocol: Mapping[str, Any], run_analysis: Mapping[str, Any],
         if key == "primary.description":
             continue  # wording only
         if _normalise(locked.get(key)) != _normalise(value):
-            deviations.append(f"analysis.{key}: the protocol locks {locked.get(key)!r}, this run uses {value!r}")
+            shown = _shown(key, locked.get(key), value)
+            deviations.append(f"analysis.{key}: the protocol locks {shown[0]}, this run uses {shown[1]}")
             effective[key] = value
     out: dict[str, Any] = {}
     for key, value in effective.items():

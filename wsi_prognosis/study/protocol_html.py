@@ -6,6 +6,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from wsi_prognosis.survival.html_parts import THRESHOLD_DECIMALS, fmt_threshold
+
+
 def render_protocol(record: Mapping[str, Any]) -> str:
     """protocol.html: the locked protocol for people (self-contained, opens offline)."""
     import html
@@ -16,8 +19,9 @@ def render_protocol(record: Mapping[str, Any]) -> str:
     pr = record["primary"]
     rows = [("Protocol id", f"<code>{e(record['id'])}</code>"), ("Locked at (UTC)", e(record["locked_at"])),
             ("Bundle", f"<code>{e(record['bundle']['id'])}</code> (bundle.json sha256 <code>{e(record['bundle']['bundle_json_sha256'][:16])}…</code>)"),
-            ("Locked thresholds", f"good: score &lt; {record['bundle']['thresholds']['low']:.4f}; poor: score &ge; "
-                                  f"{record['bundle']['thresholds']['high']:.4f}; uncertain between"),
+            ("Locked thresholds", f"good: score &lt; {fmt_threshold(record['bundle']['thresholds']['low'])}; poor: "
+                                  f"score &ge; {fmt_threshold(record['bundle']['thresholds']['high'])}; uncertain between "
+                                  "(exact values in protocol.json)"),
             ("Endpoint", f"{e(record['endpoint']['name'])} (time in {e(record['endpoint']['time_unit'])}; "
                          f"event: {e(record['endpoint']['event_coding'])})")]
     primary = [("Cohort", e(pr["cohort"])), ("Measure", f"{e(pr['measure'])} — {e(pr['comparison'].replace('_', ' '))}"),
@@ -31,7 +35,10 @@ def render_protocol(record: Mapping[str, Any]) -> str:
     def table(items):
         return "<table>" + "".join(f'<tr><th class="l">{k}</th><td class="l">{v}</td></tr>' for k, v in items) + "</table>"
 
-    analysis = html.escape(json.dumps(record["analysis"], indent=2))
+    shown = dict(record["analysis"])  # for people: thresholds rounded (protocol.json keeps them exact)
+    if isinstance(shown.get("thresholds"), Mapping):
+        shown["thresholds"] = {k: round(float(v), THRESHOLD_DECIMALS) for k, v in shown["thresholds"].items()}
+    analysis = html.escape(json.dumps(shown, indent=2))
     versions = ", ".join(f"{k} {v}" for k, v in record["versions"].items())
     css = ("body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:950px;margin:24px auto;padding:0 16px;"
            "color:#222;line-height:1.45}table{border-collapse:collapse;margin:6px 0 14px}th,td{border:1px solid #ccc;padding:4px 9px;"
@@ -46,6 +53,7 @@ def render_protocol(record: Mapping[str, Any]) -> str:
             "<p>Every other analysis in the report is exploratory.</p>"
             f"<h2>Exclusion rules</h2><ul>{''.join(f'<li>{e(s)}</li>' for s in record['exclusions']['rules'] + record['exclusions']['additional'])}</ul>"
             f"<h2>Analysis configuration used by <code>analyze</code></h2><pre>{analysis}</pre>"
+            f"<p class='sub'>Thresholds are shown with {THRESHOLD_DECIMALS} decimals; protocol.json holds the exact values.</p>"
             f"<footer>{e(versions)}</footer></body></html>\n")
 
 
