@@ -19,11 +19,20 @@ from wsi_prognosis.scoring.shift import (
     ShiftLimits,
     build_reference,
     cohort_shift,
+    in_sample_cohorts,
     shift_report,
+    shift_rows,
     subsample_indices,
     tile_stats,
 )
-from wsi_prognosis.survival.shift_report import ShareShiftConfig, attach_shift, cohort_share_shift, share_ci
+from wsi_prognosis.survival.shift_report import (
+    ShareShiftConfig,
+    attach_shift,
+    cohort_share_shift,
+    cohort_shift_html,
+    share_ci,
+    shift_overview_html,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TILES = sorted((REPO / "tests" / "data" / "tiles").glob("TCGA-*.jpg"))
@@ -159,6 +168,80 @@ def test_share_shift_flags_a_moved_cohort_beyond_noise():
     assert cohort_share_shift(small, 10, tuning, ShareShiftConfig(require_outside_ci=False))["reasons"]
 
 
+# --------------------------------------------------------------------------- unit: the training cohort is in-sample
+
+TUNING_SHARES = {"good": 0.60, "uncertain": 0.15, "poor": 0.25}
+IN_SAMPLE = "in-sample (training): not flagged, expected to differ"
+
+
+def _bundle(train_cohort: str | None) -> dict:
+    """A bundle.json dict with a patient-level tuning reference (scores ~ N(0.5, 0.05)) and two members."""
+    ref = build_reference(np.random.default_rng(3).normal(0.50, 0.05, 200), level="patient", shares=TUNING_SHARES,
+                          cohort="tuning")
+    configs = {} if train_cohort is None else {f"10x_{i}": {"data": {"train_cohort": train_cohort}} for i in range(2)}
+    return {"id": "b1", "calibration": {"reference": ref}, "training_configs": configs}
+
+
+def _scored(centres: dict[str, float], n: int = 80) -> pd.DataFrame:
+    """One ok slide per patient; each cohort's scores ~ N(centre, 0.05)."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for cohort, centre in centres.items():
+        for i, score in enumerate(rng.normal(centre, 0.05, n)):
+            rows.append({"slide_id": f"{cohort}{i}", "patient_id": f"{cohort}{i}", "cohort": cohort, "score": score,
+                         "risk_group": "good" if score < 0.45 else "poor", "status": "ok"})
+    return pd.DataFrame(rows)
+
+
+def test_training_cohort_with_shifted_scores_is_reported_but_not_flagged():
+    slides = _scored({"training": 0.40, "validation": 0.40})  # both 0.10 below tuning: about 1.5 tuning IQRs
+    report = shift_report(_bundle(None), slides, slides.drop(columns="slide_id"), {})
+    train, validation = report["cohorts"]["training"], report["cohorts"]["validation"]
+    assert report["in_sample_cohorts"] == ["training"] and report["flagged"] == ["validation"]
+    assert validation["flagged"] and not validation["in_sample"]
+    assert not train["flagged"] and train["in_sample"] and train["note"] == IN_SAMPLE
+    # its numbers are still reported, with what would have flagged another cohort
+    assert train["score_shift_iqr"] < -1 and train["ks"] > 0.5 and any("tuning IQRs" in r for r in train["reasons"])
+    rows = {r["cohort"]: r for r in shift_rows(report)}
+    assert rows["training"]["flagged"] is False and rows["training"]["reasons"].startswith(IN_SAMPLE + "; median score")
+    assert rows["validation"]["flagged"] is True
+    json.dumps(report, allow_nan=False)
+
+
+def test_in_sample_cohorts_come_from_the_members_training_configs():
+    slides = _scored({"training": 0.40, "train": 0.40})
+    report = shift_report(_bundle("train"), slides, slides.drop(columns="slide_id"), {})
+    assert report["in_sample_cohorts"] == ["train"] and report["flagged"] == ["training"]  # "training" is just a name here
+    assert report["cohorts"]["train"]["note"] == "in-sample (train): not flagged, expected to differ"
+
+    class Bundle:  # a loaded bundle (attributes, not keys)
+        training_configs = {"40x_0": {"data": {"train_cohort": "site_a"}}, "10x_0": {"data": {}}}
+
+    assert in_sample_cohorts(Bundle()) == ["site_a"] and in_sample_cohorts({"training_configs": {}}) == ["training"]
+
+
+def test_analysis_shares_of_the_training_cohort_are_shown_but_not_flagged():
+    moved = {"n": 100, "counts": {"good": 90, "uncertain": 5, "poor": 5}}  # +30 points good: far beyond 10
+    summary = {"cohorts": {"training": dict(moved), "validation": dict(moved)}}
+    check = {"flagged": False, "in_sample": True, "reasons": ["median score moved -1.50 tuning IQRs"]}
+    loaded = {"source": "shift.json", "reference": {"shares": TUNING_SHARES, "level": "patient"}, "reason": None,
+              "score_check": {"training": check}, "in_sample_cohorts": ["training"]}
+    block = attach_shift(summary, loaded)
+    assert block["flagged"] == ["validation"] and block["in_sample_cohorts"] == ["training"]
+    train = summary["cohorts"]["training"]["shift"]
+    assert not train["flagged"] and train["in_sample"] and train["note"] == IN_SAMPLE
+    assert train["share_change"]["good"] == pytest.approx(0.30)
+    assert len(train["reasons"]) == 3 and train["reasons"][-1].startswith("score check:")  # good, poor, score check
+    assert summary["cohorts"]["validation"]["shift"]["flagged"]
+    overview = shift_overview_html(summary)
+    assert "<b>validation</b>" in overview and "<b>training</b>" not in overview and "in-sample: training" in overview
+    section = cohort_shift_html(train)
+    assert IN_SAMPLE in section and "Domain shift flagged" not in section
+    # shift.json written before in-sample cohorts were recorded: the default name, "training"
+    older = {k: v for k, v in loaded.items() if k != "in_sample_cohorts"}
+    assert attach_shift({"cohorts": {"training": dict(moved)}}, older)["flagged"] == []
+
+
 # --------------------------------------------------------------------------- end to end: calibrate, score, analyze
 
 def _rewrite(src: Path, dst: Path, transform=None) -> None:
@@ -226,6 +309,7 @@ def test_score_flags_the_shifted_cohort_and_stays_quiet_on_the_unshifted(shifted
     shift = json.loads((shifted_run["scored"] / "shift.json").read_text())
     assert shift["reference"]["available"] and shift["bundle_id"] == json.loads(
         (shifted_run["bundle"] / "bundle.json").read_text())["id"]
+    assert shift["in_sample_cohorts"] == ["training"]
     quiet, moved = shift["cohorts"]["unshifted"], shift["cohorts"]["shifted"]
     assert not quiet["flagged"], quiet["reasons"]
     assert abs(quiet["tiles"]["od_h"]["shift_sd"]) < 1 and abs(quiet["score_shift_iqr"]) < 0.5
@@ -272,6 +356,7 @@ def test_analyze_takes_the_reference_from_the_bundle(shifted_run, tmp_path):
 
     loaded = load_shift_reference(tmp_path / "scores.csv", shifted_run["bundle"])  # no shift.json there
     assert loaded["reason"] is None and set(loaded["reference"]["shares"]) == {"good", "uncertain", "poor"}
+    assert loaded["in_sample_cohorts"] == ["training"]  # the test bundle records no training config
     summary = {"cohorts": {"x": {"n": 100, "counts": {"good": 95, "uncertain": 3, "poor": 2}}}}
     block = attach_shift(summary, loaded)
     assert block["flagged"] == ["x"] and summary["cohorts"]["x"]["shift"]["flagged"]

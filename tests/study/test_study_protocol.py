@@ -63,6 +63,23 @@ def test_round_trip_primary_result_and_met(study, tmp_path):
     assert "decision rule met" in report and ">exploratory<" not in report.split("<h2>Overview</h2>")[0]
     run = json.loads((tmp_path / "a" / "run_analyze.json").read_text())
     assert run["inputs"]["protocol"]["sha256"]
+    # the locked thresholds re-derive the groups; the report's note prints them with 4 decimals
+    low, high = record["bundle"]["thresholds"]["low"], record["bundle"]["thresholds"]["high"]
+    assert f"thresholds low={low:.4f}, high={high:.4f}" in report and repr(low) not in report and repr(high) not in report
+
+
+def test_thresholds_print_with_4_decimals_and_stay_exact_in_json(study):
+    record = json.loads(study["protocol"].read_text())
+    low, high = record["bundle"]["thresholds"]["low"], record["bundle"]["thresholds"]["high"]
+    assert len(repr(low)) > 10 and record["analysis"]["thresholds"] == {"low": low, "high": high}  # exact in JSON
+    html = study["protocol"].with_suffix(".html").read_text()
+    assert f"score &lt; {low:.4f}" in html and repr(low) not in html and repr(high) not in html
+    run = ProtocolRun(study["protocol"], study["scores"], {"thresholds": {"low": 0.3, "high": high}})
+    assert run.deviations == [f"analysis.thresholds.low: the protocol locks {low:.4f}, this run uses 0.3000"]
+    assert run.config.thresholds == (0.3, high)  # applied exactly
+    # two values that look alike with 4 decimals are shown in full, so a deviation never reads "x, this run uses x"
+    near = ProtocolRun(study["protocol"], study["scores"], {"thresholds": {"low": low + 1e-9, "high": high}})
+    assert near.deviations == [f"analysis.thresholds.low: the protocol locks {low!r}, this run uses {low + 1e-9!r}"]
 
 
 def test_changed_covariate_is_a_listed_deviation(study, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from wsi_prognosis.errors import ClinicalError, ConfigurationError
 from wsi_prognosis.survival import AnalysisConfig, analyze, prepare, write_analysis
-from wsi_prognosis.survival.api import marker_levels
+from wsi_prognosis.survival.markers import marker_levels
 from wsi_prognosis.survival.outputs import summary_json
 
 FAST = AnalysisConfig(n_bootstrap=0, reference_marker=None)  # the marker and bootstrap have their own tests

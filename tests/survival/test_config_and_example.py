@@ -9,8 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from wsi_prognosis.errors import ConfigurationError
-from wsi_prognosis.stages.analyze import config_from_dict
-from wsi_prognosis.survival import prepare
+from wsi_prognosis.survival import config_from_dict, prepare
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,6 +42,9 @@ def test_thresholds_rederive_groups_for_foreign_scores(simulate):
     assert ((p["score"] < 0.35) == (p["risk_group"] == "good")).all()
     assert ((p["score"] >= 0.65) == (p["risk_group"] == "poor")).all()
     assert prepared.input_level == "patient" and len(p) == 50
+    assert "thresholds low=0.3500, high=0.6500." in prepared.notes[0]
+    calibrated = prepare(foreign, clinical, thresholds=(0.41234567890123456, 0.6))  # as a quantile fit gives them
+    assert "low=0.4123, high=0.6000" in calibrated.notes[0] and "0.412345" not in calibrated.notes[0]
     with pytest.raises(ConfigurationError, match="risk_group"):
         prepare(foreign, clinical)
 

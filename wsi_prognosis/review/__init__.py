@@ -1,6 +1,7 @@
 """`wsi-prognosis review`: a read-only web page for pathologists over a scored batch.
 
-- `index`: the batch (scores.csv + per-slide records, QC, availability), filters and sort;
+- `index`: the batch (scores.csv + per-slide records, QC, availability); `entry`: one slide and
+  its QC flags; `query`: filters, sort and paging;
 - `deepzoom`: OpenSlide deep-zoom tiles from a worker-process pool, LRU caches;
 - `overlay`: tile scores, tissue outline and thumbnails for the viewer;
 - `app`: the Starlette app (batch page, viewer, tiles, JSON);

@@ -5,8 +5,8 @@ slides/<id>.npz tile scores, heatmaps/<id>.png, run_score.json) and, per slide, 
 store (QC, fingerprint) and slide file (fingerprint). The URL never reaches the file system:
 every path the server opens comes from an entry here, looked up by slide id in a dict.
 
-Filtering, sorting and paging are pure functions on the entries (`select`), shared by the batch
-page and the viewer's previous / next links, so both agree on "the current filter".
+One slide is a `SlideEntry` (`review.entry`, with its QC flags); filtering, sorting and paging
+are pure functions on the entries (`review.query`). Their names are re-exported here.
 """
 
 from __future__ import annotations
@@ -16,109 +16,14 @@ import logging
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wsi_prognosis.review.entry import GROUPS, QcThresholds, SlideEntry, _float, _text, qc_flags, slide_area_mm2
 from wsi_prognosis.review.errors import ReviewInputError
+from wsi_prognosis.review.query import SORT_KEYS, Query, neighbours, page_of, select
 
 log = logging.getLogger(__name__)
-
-GROUPS = ("good", "uncertain", "poor")
-SORT_KEYS = ("slide_id", "patient_id", "cohort", "score", "risk_group", "n_tiles_10x", "n_tiles_40x", "spread",
-             "status", "qc")
-
-
-@dataclass(frozen=True)
-class QcThresholds:
-    """When a slide gets a QC flag (the tile store's QC values against these)."""
-
-    blur_below: float = 300.0          # tissue.BLUR_WARNING_THRESHOLD: variance of the Laplacian
-    pen_above: float = 0.05            # tiling.pipeline.PEN_WARNING_FRACTION: share of tissue area
-    little_tissue_mm2: float = 0.1     # real resections have tens to hundreds of mm²
-
-
-@dataclass
-class SlideEntry:
-    """One scored slide. `available` / `reason` say whether its pixels may be served."""
-
-    slide_id: str
-    patient_id: str
-    cohort: str
-    score: float | None
-    risk_group: str
-    n_tiles: dict[str, int]
-    status: str
-    error: str
-    members: dict[str, float]
-    path: Path | None = None
-    tile_store: Path | None = None
-    heatmap: Path | None = None
-    tile_scores: Path | None = None
-    mpp: float | None = None
-    dimensions: tuple[int, int] | None = None   # level-0 width, height (from the tile store)
-    qc: dict[str, Any] = field(default_factory=dict)
-    flags: list[str] = field(default_factory=list)
-    available: bool = False
-    reason: str = "not checked yet"
-    checked: bool = False
-    notes: list[str] = field(default_factory=list)
-    expected_fingerprint: str | None = None
-
-    @property
-    def spread(self) -> float | None:
-        """Member disagreement: max - min of the member slide scores (None with < 2 members)."""
-        values = [v for v in self.members.values() if v is not None and not math.isnan(v)]
-        return max(values) - min(values) if len(values) >= 2 else None
-
-    def sort_value(self, key: str) -> Any:
-        if key == "spread":
-            return self.spread
-        if key == "qc":
-            return len(self.flags)
-        if key in ("n_tiles_10x", "n_tiles_40x"):
-            return self.n_tiles.get(key.rsplit("_", 1)[1], 0)
-        return getattr(self, key)
-
-    def summary(self) -> dict[str, Any]:
-        """What a page may show: no file paths, except inside `reason` where the fix needs one."""
-        return {
-            "slide_id": self.slide_id, "patient_id": self.patient_id, "cohort": self.cohort, "score": self.score,
-            "risk_group": self.risk_group, "n_tiles_10x": self.n_tiles.get("10x", 0),
-            "n_tiles_40x": self.n_tiles.get("40x", 0), "status": self.status, "error": self.error,
-            "members": self.members, "spread": self.spread, "flags": list(self.flags), "available": self.available,
-            "reason": self.reason, "checked": self.checked, "notes": list(self.notes),
-            "has_tile_scores": self.tile_scores is not None, "has_heatmap": self.heatmap is not None,
-        }
-
-
-def _float(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(out) else out
-
-
-def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value)
-
-
-def qc_flags(qc: Mapping[str, Any], thresholds: QcThresholds) -> list[str]:
-    """`blur`, `pen`, `little tissue` from a tile store's QC record (missing values raise no flag)."""
-    flags = []
-    blur = _float(qc.get("blur"))
-    if blur is not None and blur < thresholds.blur_below:
-        flags.append("blur")
-    pen = _float(qc.get("pen_fraction"))
-    if pen is not None and pen > thresholds.pen_above:
-        flags.append("pen")
-    tissue = _float(qc.get("tissue_mm2"))
-    if tissue is not None and tissue < thresholds.little_tissue_mm2:
-        flags.append("little tissue")
-    return flags
 
 
 class BatchIndex:
@@ -188,11 +93,11 @@ def _check_entry(entry: SlideEntry, qc_thresholds: QcThresholds) -> None:
             with open_tile_store(entry.tile_store) as store:
                 if not entry.qc:
                     entry.qc = dict(store.qc)
-                    entry.flags = qc_flags(entry.qc, qc_thresholds)
                 entry.expected_fingerprint = store.fingerprint
                 entry.dimensions = (int(store.dimensions[0]), int(store.dimensions[1]))
                 if entry.mpp is None:
                     entry.mpp = store.mpp
+                entry.flags = qc_flags(entry.qc, qc_thresholds, slide_area_mm2(entry.dimensions, store.mpp))
         except WsiPrognosisError as exc:
             notes.append(f"tile store unreadable ({exc}): QC and the slide's fingerprint are unknown")
     elif entry.tile_store is not None:
@@ -332,8 +237,33 @@ def build_index(scores_dir: str | Path, manifest: str | Path | None = None,
     for entry in entries:
         if entry.slide_id in qc:
             entry.qc = qc[entry.slide_id]
-            entry.flags = qc_flags(entry.qc, qc_thresholds)
+            entry.flags = _flags(entry, qc_thresholds)
     return BatchIndex(scores_dir, entries, thresholds, qc_thresholds, bundle_id=run.get("bundle_id"))
+
+
+def _flags(entry: SlideEntry, thresholds: QcThresholds) -> list[str]:
+    """QC flags of an entry at start-up; the slide's area is read from its tile store only when the
+    tissue is below the absolute "little tissue" area (the only case it can change the flag)."""
+    tissue = _float(entry.qc.get("tissue_mm2"))
+    if tissue is None or tissue >= thresholds.little_tissue_mm2:
+        return qc_flags(entry.qc, thresholds)
+    return qc_flags(entry.qc, thresholds, _store_area_mm2(entry))
+
+
+def _store_area_mm2(entry: SlideEntry) -> float | None:
+    """The slide's scanned area from its tile store's level-0 size and µm/px (None when unreadable)."""
+    from wsi_prognosis.errors import WsiPrognosisError
+    from wsi_prognosis.tiling import open_tile_store
+
+    if entry.tile_store is None or not entry.tile_store.is_file():
+        return None
+    try:
+        with open_tile_store(entry.tile_store) as store:
+            entry.dimensions = (int(store.dimensions[0]), int(store.dimensions[1]))
+            mpp = float(store.mpp)
+    except (WsiPrognosisError, OSError, KeyError, ValueError):
+        return None
+    return slide_area_mm2(entry.dimensions, mpp)
 
 
 def _safe_id(slide_id: str) -> bool:
@@ -341,87 +271,5 @@ def _safe_id(slide_id: str) -> bool:
     return bool(slide_id) and slide_id not in {".", ".."} and not any(c in slide_id for c in "/\\\0")
 
 
-# -------------------------------------------------------------------- filter, sort, page
-
-
-@dataclass(frozen=True)
-class Query:
-    """The batch page's current view: filters, sort and page (all from the query string)."""
-
-    group: str = ""
-    cohort: str = ""
-    status: str = ""
-    q: str = ""
-    sort: str = ""
-    desc: bool = False
-    page: int = 1
-    per_page: int = 100
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, str]) -> Query:
-        """Unknown or malformed values fall back to the defaults (a query string never raises)."""
-        def text(key: str) -> str:
-            return str(params.get(key, "") or "")[:200]
-
-        sort = text("sort")
-        try:
-            page = max(1, min(int(text("page") or 1), 1_000_000))
-        except ValueError:
-            page = 1
-        try:
-            per_page = max(10, min(int(text("per_page") or 100), 1000))
-        except ValueError:
-            per_page = 100
-        return cls(group=text("group"), cohort=text("cohort"), status=text("status"), q=text("q").strip(),
-                   sort=sort if sort in SORT_KEYS else "", desc=text("desc") in {"1", "true", "yes"}, page=page,
-                   per_page=per_page)
-
-    def params(self, **changes: Any) -> dict[str, str]:
-        """Query-string parameters of this view (defaults left out), with `changes` applied."""
-        values = {"group": self.group, "cohort": self.cohort, "status": self.status, "q": self.q, "sort": self.sort,
-                  "desc": "1" if self.desc else "", "page": "" if self.page == 1 else str(self.page),
-                  "per_page": "" if self.per_page == 100 else str(self.per_page)}
-        values.update({k: ("" if v is None else str(v)) for k, v in changes.items()})
-        return {k: v for k, v in values.items() if v}
-
-    def filters(self) -> dict[str, str]:
-        """Only the filter and sort parameters (what the viewer's previous / next follow)."""
-        return {k: v for k, v in self.params(page="", per_page="").items()}
-
-
-def select(entries: Sequence[SlideEntry], query: Query) -> list[SlideEntry]:
-    """Entries passing the filters, sorted (missing values last either way; ties keep scores.csv order)."""
-    needle = query.q.lower()
-    out = []
-    for e in entries:
-        if query.group and (e.risk_group or "none") != query.group:
-            continue
-        if query.cohort and e.cohort != query.cohort:
-            continue
-        if query.status and e.status != query.status:
-            continue
-        if needle and not any(needle in s.lower() for s in (e.slide_id, e.patient_id, e.cohort, e.error)):
-            continue
-        out.append(e)
-    if query.sort:
-        present = [e for e in out if e.sort_value(query.sort) is not None]
-        absent = [e for e in out if e.sort_value(query.sort) is None]
-        present.sort(key=lambda e: e.sort_value(query.sort), reverse=query.desc)
-        out = present + absent
-    return out
-
-
-def page_of(selected: Sequence[SlideEntry], query: Query) -> tuple[list[SlideEntry], int, int]:
-    """(rows of the query's page, that page number clamped to the range, number of pages)."""
-    pages = max(1, -(-len(selected) // query.per_page))
-    page = min(query.page, pages)
-    start = (page - 1) * query.per_page
-    return list(selected[start:start + query.per_page]), page, pages
-
-
-def neighbours(selected: Sequence[SlideEntry], slide_id: str) -> tuple[SlideEntry | None, SlideEntry | None, int]:
-    """(previous, next, 1-based position) of `slide_id` in the selection; position 0 when not in it."""
-    for i, e in enumerate(selected):
-        if e.slide_id == slide_id:
-            return (selected[i - 1] if i > 0 else None, selected[i + 1] if i + 1 < len(selected) else None, i + 1)
-    return None, None, 0
+__all__ = ["BatchIndex", "build_index", "GROUPS", "SORT_KEYS", "QcThresholds", "SlideEntry", "qc_flags", "Query", "select",
+           "page_of", "neighbours"]

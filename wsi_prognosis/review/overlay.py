@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from wsi_prognosis.review.index import SlideEntry
+from wsi_prognosis.review.entry import SlideEntry
 
 
 @lru_cache(maxsize=1)
@@ -90,7 +90,11 @@ def tile_scores(entry: SlideEntry) -> dict[str, Any]:
 
 
 def tissue_outline(entry: SlideEntry, dimensions: tuple[int, int] | None = None) -> list[Any]:
-    """GeoJSON-style polygons ([[ring], ...] per piece) in level-0 pixels; [] when unknown."""
+    """GeoJSON-style polygons ([[ring], ...] per piece) in level-0 pixels; [] when unknown.
+
+    The same outline as score's GeoJSON (`scoring.exports.tissue_polygons`, the mask scaled by its
+    own mpp), simplified by 1 mask pixel.
+    """
     from wsi_prognosis.errors import WsiPrognosisError
     from wsi_prognosis.scoring.exports import tissue_polygons
 

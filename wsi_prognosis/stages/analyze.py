@@ -1,8 +1,8 @@
 """`wsi-prognosis analyze scores=CSV clinical=CSV out=DIR`: survival analysis per cohort.
 
-Validates the config into `AnalysisConfig`, reads both tables leniently (bad rows are reported,
-not fatal), runs `wsi_prognosis.survival.analyze` and writes summary.json, at_risk.csv, tables,
-figures, report.html and run_analyze.json into `out`.
+Validates the config into `AnalysisConfig` (`survival.config_from_dict`), reads both tables
+leniently (bad rows are reported, not fatal), runs `wsi_prognosis.survival.analyze` and writes
+summary.json, at_risk.csv, tables, figures, report.html and run_analyze.json into `out`.
 """
 
 from __future__ import annotations
@@ -14,58 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from wsi_prognosis.errors import ConfigurationError
 from wsi_prognosis.provenance import write_run_record
-from wsi_prognosis.survival import AnalysisConfig, PrimaryAnalysis, analyze, read_table, write_analysis
+from wsi_prognosis.survival import analyze, config_from_dict, read_table, write_analysis
 
 log = logging.getLogger(__name__)
-
-
-def _tuple(value, key: str, cast=str):
-    if value is None:
-        return None
-    if isinstance(value, (str, int, float)):
-        value = [value]
-    try:
-        return tuple(cast(v) for v in value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"{key}={value!r}: expected a list ({exc}).") from exc
-
-
-def config_from_dict(a: dict) -> AnalysisConfig:
-    """The `analysis:` block as an AnalysisConfig; ConfigurationError names the bad key."""
-    known = {"time_unit", "time_points", "endpoint", "covariates", "reference_marker", "reference_order",
-             "patient_aggregation", "thresholds", "bootstrap", "confidence_bands", "alpha", "ph_alpha", "seed", "primary",
-             "pool", "landmarks"}
-    unknown = sorted(set(a) - known)
-    if unknown:
-        raise ConfigurationError(f"analysis.{unknown[0]}: unknown option (known: {sorted(known)}).")
-    thresholds = a.get("thresholds")
-    if thresholds is not None:
-        try:
-            thresholds = (float(thresholds["low"]), float(thresholds["high"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigurationError("analysis.thresholds: expected {low: L, high: H} or null.") from exc
-    try:
-        primary = PrimaryAnalysis(**(a.get("primary") or {}))
-        return AnalysisConfig(
-            time_unit=str(a.get("time_unit", "years")),
-            time_points=_tuple(a.get("time_points", (0, 2, 4, 6, 8)), "analysis.time_points", float),
-            endpoint=str(a.get("endpoint", "Cancer-specific survival")),
-            covariates=_tuple(a.get("covariates"), "analysis.covariates"),
-            reference_marker=a.get("reference_marker", "auto"),
-            reference_order=_tuple(a.get("reference_order"), "analysis.reference_order"),
-            patient_aggregation=str(a.get("patient_aggregation", "mean")),
-            thresholds=thresholds,
-            n_bootstrap=int((a.get("bootstrap") or {}).get("n", 1000)),
-            confidence_bands=bool(a.get("confidence_bands", False)),
-            alpha=float(a.get("alpha", 0.05)),
-            ph_alpha=float(a.get("ph_alpha", 0.05)),
-            seed=int(a.get("seed", 0)),
-            primary=primary,
-            pool=_tuple(a.get("pool"), "analysis.pool") or (),
-            landmarks=_tuple(a.get("landmarks"), "analysis.landmarks", float) or (),
-        )
-    except TypeError as exc:
-        raise ConfigurationError(f"analysis: {exc}") from exc
 
 
 def _shift(cfg: DictConfig, summary: dict, alpha: float) -> None:

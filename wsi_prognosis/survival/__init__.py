@@ -11,6 +11,7 @@ The tidy API the notebook and users call:
 """
 
 from wsi_prognosis.survival.api import AnalysisConfig, AnalysisResult, PrimaryAnalysis, analyze
+from wsi_prognosis.survival.config import config_from_dict
 from wsi_prognosis.survival.concordance import concordance, concordance_ci, concordance_difference
 from wsi_prognosis.survival.cox import cox_groups, cox_per_sd, cox_table
 from wsi_prognosis.survival.followup import median_followup
@@ -20,7 +21,7 @@ from wsi_prognosis.survival.logrank import logrank_table
 from wsi_prognosis.survival.outputs import write_analysis
 
 __all__ = [
-    "AnalysisConfig", "AnalysisResult", "PrimaryAnalysis", "analyze", "write_analysis",
+    "AnalysisConfig", "AnalysisResult", "PrimaryAnalysis", "analyze", "config_from_dict", "write_analysis",
     "concordance", "concordance_ci", "concordance_difference",
     "cox_groups", "cox_per_sd", "cox_table", "median_followup", "prepare", "read_table",
     "at_risk_table", "km_table", "plot_km", "logrank_table",

@@ -3,21 +3,21 @@
 Per cohort: group shares, Kaplan–Meier tables, number at risk, log-rank (overall, pairwise), Cox
 HRs for uncertain/poor vs good (univariable and adjusted), HR per SD of the score, C-index with a
 bootstrap CI, the Schoenfeld PH check, reverse-KM median follow-up, and the same for a reference
-marker (default `grade`) with the C-index difference score - marker. Nothing here writes files
-(see `outputs.write_analysis`) or reads a Hydra config (see `wsi_prognosis.stages.analyze`).
+marker (default `grade`, ordered by `survival.markers`) with the C-index difference score - marker.
+Nothing here writes files (see `outputs.write_analysis`) or reads a Hydra config (see
+`wsi_prognosis.stages.analyze`); the options are `survival.config.AnalysisConfig`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from wsi_prognosis.errors import ConfigurationError
 from wsi_prognosis.provenance import package_versions
+from wsi_prognosis.survival.config import COMPARISONS, AnalysisConfig, PrimaryAnalysis
 from wsi_prognosis.survival.concordance import concordance_ci, concordance_difference
 from wsi_prognosis.survival.cox import concat, cox_groups, cox_per_sd
 from wsi_prognosis.survival.evidence import extend_analysis
@@ -25,66 +25,10 @@ from wsi_prognosis.survival.followup import median_followup
 from wsi_prognosis.survival.inputs import RISK_GROUPS, Prepared, prepare
 from wsi_prognosis.survival.km import at_risk_table, km_table
 from wsi_prognosis.survival.logrank import logrank_table
+from wsi_prognosis.survival.markers import marker_levels, marker_strings, resolve_marker
 
 COHORT_ORDER = ("training", "tuning", "test", "validation")
-COMPARISONS = ("uncertain_vs_good", "poor_vs_good")
-PRIMARY_MEASURES = ("hr", "hr_adjusted", "c_index", "logrank_p")
 DEFAULT_COVARIATES = ("pT", "pN")
-_MARKER_WORDS = {"low": 0, "well": 0, "moderate": 1, "moderately": 1, "intermediate": 1,
-                 "high": 2, "poor": 2, "poorly": 2, "undifferentiated": 3}
-
-
-@dataclass(frozen=True)
-class PrimaryAnalysis:
-    """The pre-defined primary analysis (Kleppe et al. 2021): fixed before the external cohort is seen.
-
-    Default, as in DoMore-v1-CRC's validation: univariable HR poor vs good in the validation cohort.
-    """
-
-    cohort: str = "validation"
-    measure: str = "hr"                 # hr | hr_adjusted | c_index | logrank_p
-    comparison: str = "poor_vs_good"    # for hr / hr_adjusted
-    description: str = "Cancer-specific survival, poor vs good prognosis, univariable Cox HR in the validation cohort"
-
-
-@dataclass(frozen=True)
-class AnalysisConfig:
-    """Options of the analysis; every default is documented in configs/analyze.yaml."""
-
-    time_unit: str = "years"
-    time_points: tuple[float, ...] = (0, 2, 4, 6, 8)
-    covariates: tuple[str, ...] | None = None       # None: pT, pN when present
-    reference_marker: str | None = "auto"           # "auto": grade when present; None: none
-    reference_order: tuple[str, ...] | None = None  # text marker levels, lowest risk first
-    n_bootstrap: int = 1000
-    confidence_bands: bool = False
-    seed: int = 0
-    alpha: float = 0.05
-    ph_alpha: float = 0.05
-    patient_aggregation: str = "mean"
-    thresholds: tuple[float, float] | None = None   # re-derive risk groups from the patient score
-    endpoint: str = "Cancer-specific survival"
-    primary: PrimaryAnalysis = field(default_factory=PrimaryAnalysis)
-    pool: tuple[str, ...] = ()                      # cohorts pooled by random-effects meta-analysis
-    landmarks: tuple[float, ...] = ()               # KM survival per group, Uno's C and AUC at these times
-
-    def __post_init__(self) -> None:
-        if any(not float(t) > 0 for t in self.landmarks):
-            raise ConfigurationError(f"analysis.landmarks={list(self.landmarks)}: need times > 0, e.g. [5].")
-        points = [float(t) for t in self.time_points]
-        if len(points) < 2 or points != sorted(set(points)) or points[0] < 0:
-            raise ConfigurationError(
-                f"analysis.time_points={list(self.time_points)}: need at least two increasing values >= 0, e.g. [0,2,4,6,8].")
-        if not 0 < self.alpha < 1 or not 0 < self.ph_alpha < 1:
-            raise ConfigurationError("analysis.alpha and analysis.ph_alpha must lie in (0, 1).")
-        if self.n_bootstrap < 0:
-            raise ConfigurationError("analysis.bootstrap.n must be >= 0 (0 disables bootstrap CIs).")
-        if self.primary.measure not in PRIMARY_MEASURES:
-            raise ConfigurationError(f"analysis.primary.measure={self.primary.measure!r}: use one of {PRIMARY_MEASURES}.")
-        if self.primary.measure.startswith("hr") and self.primary.comparison not in COMPARISONS:
-            raise ConfigurationError(f"analysis.primary.comparison={self.primary.comparison!r}: use one of {COMPARISONS}.")
-        if self.thresholds is not None and not self.thresholds[0] <= self.thresholds[1]:
-            raise ConfigurationError(f"analysis.thresholds={self.thresholds}: need low <= high.")
 
 
 @dataclass
@@ -131,51 +75,6 @@ def _num(value) -> float | None:
     if value is None or (isinstance(value, float) and not math.isfinite(value)) or pd.isna(value):
         return None
     return float(value)
-
-
-def marker_levels(values: pd.Series, order: Sequence[str] | None = None) -> tuple[list | None, str | None]:
-    """Levels of a reference marker ordered from lowest to highest risk, or (None, reason).
-
-    Numbers sort numerically; "G1".."G4" / "grade 2" by their digit; low/moderate/high and
-    well/moderately/poorly differentiated by meaning; anything else needs `order`, because an
-    alphabetical guess could flip the sign of the marker's C-index.
-    """
-    present = [v for v in values.dropna().astype(str).str.strip().unique() if v != ""]
-    if not present:
-        return None, "no values"
-    if order is not None:  # values outside `order` (e.g. "unknown") count as missing
-        order = [str(o) for o in order]
-        levels = [o for o in order if o in present]
-        return (levels, None) if levels else (None, f"no value is in analysis.reference_order={order}")
-    numeric = pd.to_numeric(pd.Series(present), errors="coerce")
-    if numeric.notna().all():
-        return [v for _, v in sorted(zip(numeric, present))], None
-    digits = [re.findall(r"\d+", v) for v in present]
-    if all(len(d) == 1 for d in digits):
-        return [v for _, v in sorted(zip((int(d[0]) for d in digits), present))], None
-    words = [_MARKER_WORDS.get(re.split(r"[\s_-]+", v.lower())[0]) for v in present]
-    if all(w is not None for w in words) and len(set(words)) == len(words):
-        return [v for _, v in sorted(zip(words, present))], None
-    return None, (f"cannot order values {present[:6]} from low to high risk; "
-                  "set analysis.reference_order=[lowest,...,highest]")
-
-
-def marker_strings(values: pd.Series) -> pd.Series:
-    """Marker values as stripped text; numbers without a spurious '.0' (2.0 -> "2"); blanks -> NA."""
-    if pd.api.types.is_numeric_dtype(values):
-        return values.map(lambda v: pd.NA if pd.isna(v) else f"{v:g}").astype("string")
-    return values.astype("string").str.strip().replace("", pd.NA)
-
-
-def _resolve_marker(config: AnalysisConfig, columns: Sequence[str]) -> tuple[str | None, str | None]:
-    marker = config.reference_marker
-    if marker is None or str(marker).lower() in ("none", "null", ""):
-        return None, "no reference marker configured"
-    if marker == "auto":
-        return ("grade", None) if "grade" in columns else (None, "no `grade` column in clinical.csv")
-    if marker not in columns:
-        return None, f"reference marker {marker!r} is not a column of clinical.csv"
-    return marker, None
 
 
 def _hr_entry(table: pd.DataFrame, term: str) -> dict:
@@ -343,7 +242,7 @@ def analyze(scores: pd.DataFrame, clinical: pd.DataFrame, config: AnalysisConfig
     config = config or AnalysisConfig()
     prepared: Prepared = prepare(scores, clinical, aggregation=config.patient_aggregation, thresholds=config.thresholds)
     patients = prepared.patients
-    marker, marker_reason = _resolve_marker(config, list(clinical.columns))
+    marker, marker_reason = resolve_marker(config.reference_marker, list(clinical.columns))
     if config.covariates is None:
         covariates = [c for c in DEFAULT_COVARIATES if c in clinical.columns]
     else:

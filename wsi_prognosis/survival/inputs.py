@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from wsi_prognosis.errors import ClinicalError, ConfigurationError
+from wsi_prognosis.survival.html_parts import fmt_threshold
 
 RISK_GROUPS: tuple[str, ...] = ("good", "uncertain", "poor")
 _SEVERITY = {g: i for i, g in enumerate(RISK_GROUPS)}
@@ -134,7 +135,8 @@ def _aggregate_scores(
     if thresholds is not None:
         low, high = thresholds
         agg["risk_group"] = np.where(agg["score"] < low, "good", np.where(agg["score"] < high, "uncertain", "poor"))
-        notes.append(f"risk groups re-derived from the patient score with thresholds low={low}, high={high}.")
+        notes.append(f"risk groups re-derived from the patient score with thresholds low={fmt_threshold(low)}, "
+                     f"high={fmt_threshold(high)}.")
     else:
         agg["risk_group"] = grouped["risk_group"].agg(
             lambda s: max(s, key=lambda g: _SEVERITY.get(g, -1))

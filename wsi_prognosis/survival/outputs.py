@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from wsi_prognosis.atomic import atomic_path, write_text_atomic
-from wsi_prognosis.survival.api import marker_strings
 from wsi_prognosis.survival.km import GROUP_LABELS, plot_km, save_figure
+from wsi_prognosis.survival.markers import marker_strings
 from wsi_prognosis.survival.report import fmt_hr, p_text, render_report
 from wsi_prognosis.survival.study_report import write_study_figures
 

@@ -6,13 +6,14 @@ why, an overview across cohorts, then one section per cohort with its key number
 
 from __future__ import annotations
 
-import base64
-import html
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from wsi_prognosis.survival.html_parts import escape as _e
+from wsi_prognosis.survival.html_parts import figure_html as _img
+from wsi_prognosis.survival.html_parts import fmt_p, p_text
 from wsi_prognosis.survival.study_report import (cohort_label, landmarks_html, pooled_html, protocol_box_html,
                                                  section_note)
 
@@ -37,22 +38,6 @@ footer{margin-top:3em;color:#777;font-size:.85em}
 """
 
 
-def _e(value) -> str:
-    return html.escape(str(value))
-
-
-def fmt_p(p) -> str:
-    if p is None or pd.isna(p):
-        return "–"
-    return "< 0.0001" if p < 1e-4 else f"{p:.4f}" if p < 0.01 else f"{p:.3f}"
-
-
-def p_text(p) -> str:
-    """'p < 0.0001' or 'p = 0.0059'."""
-    text = fmt_p(p)
-    return f"p {text}" if text.startswith("<") else f"p = {text}"
-
-
 def fmt_num(x, digits: int = 2) -> str:
     return "–" if x is None or pd.isna(x) else f"{x:.{digits}f}"
 
@@ -75,12 +60,6 @@ def fmt_c(entry: dict | None) -> str:
     ci = (f" ({entry['ci_low']:.3f}–{entry['ci_high']:.3f})" if entry.get("ci_low") is not None
           else f' <span class="na">(no CI: {_e(entry.get("reason"))})</span>')
     return f"{entry['value']:.3f}{ci}"
-
-
-def _img(path: Path, caption: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
 def _table(df: pd.DataFrame, left: tuple[str, ...] = ()) -> str:

@@ -8,6 +8,9 @@ flag when a share moved by more than ``shift.max_share_change`` (default 0.10, i
 points) beyond sampling noise (the tuning share outside the cohort's CI; ``shift.require_outside_ci``),
 or when `score` flagged the cohort's score distribution, colour or sharpness. Nothing is refitted:
 a flagged cohort is reported (summary.json ``cohorts.<name>.shift``, a warning box in report.html).
+The cohorts the bundle was trained on (``data.train_cohort``, "training" by default; as recorded
+in shift.json or read from the bundle) are in-sample: their numbers are shown, marked "in-sample
+(training): not flagged, expected to differ", and they never enter ``shift.flagged``.
 
 The tuning shares come from ``shift.json`` beside the scores table, or from ``bundle=DIR``
 (``bundle.json`` -> ``calibration.reference``; read as JSON, no weights are loaded).
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from wsi_prognosis.errors import ConfigurationError
+from wsi_prognosis.scoring.shift_reference import DEFAULT_TRAIN_COHORT, in_sample_cohorts, in_sample_note
 
 RISK_GROUPS = ("good", "uncertain", "poor")
 
@@ -70,7 +74,9 @@ def load_shift_reference(scores: str | Path, bundle: str | Path | None = None) -
     """Where the tuning shares (and score's per-cohort check) come from.
 
     Returns ``{"source", "reference" (dict with "shares", "level", ... or None), "score_check"
-    ({cohort: shift.json entry}), "reason" (why there is no reference, else None)}``.
+    ({cohort: shift.json entry}), "in_sample_cohorts" (never flagged), "reason" (why there is no
+    reference, else None)}``. A shift.json written before in-sample cohorts were recorded, or no
+    source at all, means ``["training"]``.
     """
     shift_path = Path(scores).parent / "shift.json"
     shift: dict[str, Any] | None = None
@@ -80,6 +86,7 @@ def load_shift_reference(scores: str | Path, bundle: str | Path | None = None) -
         except (OSError, ValueError):
             shift = None
     score_check = dict((shift or {}).get("cohorts") or {})
+    in_sample = list((shift or {}).get("in_sample_cohorts") or [DEFAULT_TRAIN_COHORT])
     if bundle is not None:
         path = Path(bundle) / "bundle.json"
         if not path.is_file():
@@ -92,19 +99,21 @@ def load_shift_reference(scores: str | Path, bundle: str | Path | None = None) -
         source = f"bundle {record.get('id')} ({path})"
         if shift is not None and shift.get("bundle_id") not in (None, record.get("id")):
             score_check = {}  # scored with another bundle: its distribution check does not apply
+        in_sample = in_sample_cohorts(record)
         if not reference:
-            return {"source": source, "reference": None, "score_check": score_check,
+            return {"source": source, "reference": None, "score_check": score_check, "in_sample_cohorts": in_sample,
                     "reason": "no reference in bundle (calibrated before the domain-shift check existed, or not calibrated)"}
         return {"source": source, "reference": {k: v for k, v in reference.items() if k != "scores"},
-                "score_check": score_check, "reason": None}
+                "score_check": score_check, "in_sample_cohorts": in_sample, "reason": None}
     if shift is None:
-        return {"source": None, "reference": None, "score_check": {},
+        return {"source": None, "reference": None, "score_check": {}, "in_sample_cohorts": in_sample,
                 "reason": f"no shift.json beside {scores} and no bundle= given"}
     ref = shift.get("reference") or {}
     if not ref.get("available"):
-        return {"source": str(shift_path), "reference": None, "score_check": score_check,
+        return {"source": str(shift_path), "reference": None, "score_check": score_check, "in_sample_cohorts": in_sample,
                 "reason": ref.get("reason") or "no reference in bundle"}
-    return {"source": str(shift_path), "reference": ref, "score_check": score_check, "reason": None}
+    return {"source": str(shift_path), "reference": ref, "score_check": score_check, "in_sample_cohorts": in_sample,
+            "reason": None}
 
 
 def _r(x: float | None, digits: int = 4) -> float | None:
@@ -139,9 +148,15 @@ def cohort_share_shift(counts: Mapping[str, int], n: int, tuning: Mapping[str, f
 
 def attach_shift(summary: dict[str, Any], loaded: Mapping[str, Any], config: ShareShiftConfig = ShareShiftConfig(),
                  alpha: float = 0.05) -> dict[str, Any]:
-    """Add ``shift`` to every cohort of the analysis summary and a top-level ``shift`` block; returns the latter."""
+    """Add ``shift`` to every cohort of the analysis summary and a top-level ``shift`` block; returns the latter.
+
+    An in-sample cohort (``loaded["in_sample_cohorts"]``, default ``["training"]``) keeps its
+    numbers and the reasons it would have been flagged for, with ``in_sample`` true, a ``note``,
+    and ``flagged`` false; it is not listed in the block's ``flagged``.
+    """
     reference = loaded.get("reference")
     tuning = (reference or {}).get("shares")
+    in_sample = [str(c) for c in (loaded.get("in_sample_cohorts") or [DEFAULT_TRAIN_COHORT])]
     flagged = []
     for name, c in summary["cohorts"].items():
         entry = cohort_share_shift(c.get("counts") or {}, int(c.get("n") or 0), tuning, config, alpha)
@@ -155,7 +170,10 @@ def attach_shift(summary: dict[str, Any], loaded: Mapping[str, Any], config: Sha
                 **{f"{k}_shift_sd": (tiles.get(k) or {}).get("shift_sd") for k in ("od_h", "od_e", "log10_sharpness")},
             }
             entry["reasons"] += [f"score check: {r}" for r in check.get("reasons") or []]
-        entry["flagged"] = bool(entry["reasons"])
+        entry["in_sample"] = name in in_sample
+        if entry["in_sample"]:
+            entry["note"] = in_sample_note(name)
+        entry["flagged"] = bool(entry["reasons"]) and not entry["in_sample"]
         if entry["flagged"]:
             flagged.append(name)
         c["shift"] = entry
@@ -163,6 +181,7 @@ def attach_shift(summary: dict[str, Any], loaded: Mapping[str, Any], config: Sha
              "reference_level": (reference or {}).get("level"), "tuning_shares": tuning,
              "max_share_change": config.max_share_change, "require_outside_ci": config.require_outside_ci,
              "confidence_level": 1 - alpha, "ci_method": "wilson", "flagged": flagged,
+             "in_sample_cohorts": [c for c in in_sample if c in summary["cohorts"]],
              "rule": "never refitted: a flagged cohort keeps the locked thresholds and is reported"}
     summary["shift"] = block
     return block
@@ -171,6 +190,7 @@ def attach_shift(summary: dict[str, Any], loaded: Mapping[str, Any], config: Sha
 # --------------------------------------------------------------------------- report.html
 
 _ALERT = 'style="background:#fdecea;border-left:4px solid #c0392b;padding:6px 12px;margin:8px 0"'
+_NOTE = 'style="background:#f3f3f3;border-left:4px solid #999;padding:6px 12px;margin:8px 0"'
 
 
 def _pct(x: float | None) -> str:
@@ -189,14 +209,19 @@ def shift_overview_html(summary: Mapping[str, Any]) -> str:
     if not block.get("available"):
         return (f'<p class="na">Domain-shift check: no tuning reference ({html.escape(str(block.get("reason")))}); '
                 "shares are shown with their 95 % CIs only.</p>")
+    in_sample = block.get("in_sample_cohorts") or []
+    quiet = (f'<p class="sub">Not flagged, in-sample: {html.escape(", ".join(in_sample))} (the members were trained on '
+             "it, so its scores are expected to differ from tuning; its numbers are shown in its section).</p>"
+             if in_sample else "")
     if not block["flagged"]:
         return (f"<p>Domain-shift check: no cohort moved beyond the limits (shares ±{100 * block['max_share_change']:.0f} "
-                "points of the tuning shares; score distribution, colour and sharpness as checked by <code>score</code>).</p>")
+                "points of the tuning shares; score distribution, colour and sharpness as checked by <code>score</code>)"
+                f"{'; in-sample cohorts are not flagged' if in_sample else ''}.</p>{quiet}")
     items = "".join(f"<li><b>{html.escape(name)}</b>: {html.escape('; '.join(summary['cohorts'][name]['shift']['reasons']))}</li>"
                     for name in block["flagged"])
     return (f'<div class="shift-alert" {_ALERT}><b>Domain shift:</b> these cohorts moved away from the tuning cohort. '
             "The thresholds were not refitted; their risk groups may not mean what they mean on the tuning cohort."
-            f"<ul>{items}</ul></div>")
+            f"<ul>{items}</ul></div>{quiet}")
 
 
 def cohort_shift_html(entry: Mapping[str, Any] | None) -> str:
@@ -218,7 +243,10 @@ def cohort_shift_html(entry: Mapping[str, Any] | None) -> str:
                  f"KS D = {check.get('ks')} (p = {check.get('ks_p')}); colour shift H {check.get('od_h_shift_sd')}, "
                  f"E {check.get('od_e_shift_sd')}, sharpness {check.get('log10_sharpness_shift_sd')} tuning SDs.</p>")
     box = ""
-    if entry.get("flagged"):
+    if entry.get("in_sample"):
+        moved = f": {html.escape('; '.join(entry['reasons']))}" if entry.get("reasons") else ""
+        box = f'<div class="shift-in-sample" {_NOTE}><b>Domain-shift check</b>: {html.escape(entry["note"])}{moved}</div>'
+    elif entry.get("flagged"):
         box = (f'<div class="shift-alert" {_ALERT}><b>Domain shift flagged</b> (thresholds not refitted): '
                f"{html.escape('; '.join(entry['reasons']))}</div>")
     return box + table + extra

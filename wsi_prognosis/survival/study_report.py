@@ -7,19 +7,16 @@ plot). Each returns "" (or nothing) when its part of the summary is absent, so a
 
 from __future__ import annotations
 
-import html
 import re
 from pathlib import Path
 
+from wsi_prognosis.survival.html_parts import escape as _e
+from wsi_prognosis.survival.html_parts import figure_html, p_text
 from wsi_prognosis.survival.landmarks import landmark_line
 
 _LABEL_CSS = ("display:inline-block;font-size:.6em;font-weight:600;padding:1px 7px;border-radius:9px;"
               "vertical-align:middle;margin-left:8px;")
 _LABEL_COLORS = {"primary": "#2b83ba", "secondary": "#5e3c99", "exploratory": "#777"}
-
-
-def _e(value) -> str:
-    return html.escape(str(value))
 
 
 def label(kind: str) -> str:
@@ -48,8 +45,6 @@ _MEASURE_NAMES = {"hr": "HR (univariable)", "hr_adjusted": "HR (adjusted)", "c_i
 
 def protocol_box_html(summary: dict) -> str:
     """The box the report opens with under a protocol: id, lock date, primary as written, result, met."""
-    from wsi_prognosis.survival.report import p_text
-
     p = summary.get("protocol")
     if not p:
         return ""
@@ -145,9 +140,7 @@ def pooled_html(summary: dict, figures: dict) -> str:
            f"<p>Random-effects meta-analysis of {_e(', '.join(pooled['cohorts']))} (statsmodels combine_effects; "
            "DerSimonian–Laird and Paule–Mandel). Prediction interval: the range expected for a new cohort's HR.</p>"]
     for path, caption in figures.get("_pooled", []):
-        from wsi_prognosis.survival.report import _img
-
-        out.append(f'<div class="figs">{_img(path, caption)}</div>')
+        out.append(f'<div class="figs">{figure_html(path, caption)}</div>')
     rows = []
     for measure, title in (("poor_vs_good", "HR poor vs good"), ("per_sd", "HR per SD")):
         entry = pooled.get(measure) or {}

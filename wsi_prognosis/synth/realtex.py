@@ -9,7 +9,7 @@ morphology, each visible at one scale:
   nucleolated with r; their count stays fixed and their haematoxylin mass per nucleus too, so at
   10x a nucleus is a blob of the same darkness whatever r.
 - ``architecture`` (10x): glands go from round tubules to ragged, cribriform and solid ones
-  (`render.draw_glands`, the same painter as the synthetic slides).
+  (`layout.draw_glands`, the same painter as the synthetic slides).
 - ``immune`` (10x): the density of lymphocytes (small, round, very dark nuclei) falls with r.
 - ``stroma`` (10x): the share of the tissue that is stroma (eosin-rich real patches, versus
   cellular ones) rises with r (tumour-stroma ratio).
@@ -23,6 +23,10 @@ changed H&E optical density, a slight blur and JPEG quality 70.
 Survival follows the synthetic Weibull model on r (`outcomes.simulate_cohort_tables`): same
 tables, truth.csv, manifest.csv and clinical.csv (with a grade that is a noisy reading of r) as
 `make_cohort`, so every stage runs on it unchanged.
+
+Here: the configuration, one slide (`render_slide`) and the cohort; the texture pool and mosaics
+are in `realtex_texture`, the planted features in `realtex_features` (their names are
+re-exported here).
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ import logging
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -46,31 +49,17 @@ from wsi_prognosis.atomic import atomic_path, write_text_atomic
 from wsi_prognosis.errors import ConfigurationError
 from wsi_prognosis.provenance import write_run_record
 from wsi_prognosis.synth.config import COHORTS, OutcomeParams, SynthConfig
-from wsi_prognosis.synth.morphology import architecture_params
 from wsi_prognosis.synth.outcomes import simulate_cohort_tables
+from wsi_prognosis.synth.realtex_features import (E_OD, H_OD, NucleiLook, _sig, lymphocytes, plant_glands, plant_nuclei,
+                                                  tumour_nuclei)
+from wsi_prognosis.synth.realtex_texture import (PATCH_PX, PATCH_STEP, SITES, SOURCE_MPP, _smooth_field, mosaic,
+                                                 rescale_stains, texture_pool, tissue_mask)
 from wsi_prognosis.synth.writer import PyramidLayout, level_downsamples, write_pyramid
 
 log = logging.getLogger(__name__)
 
 SIGNALS = ("nuclear", "architecture", "immune", "stroma")
-SOURCE_MPP = 0.5                 # the texture pool's resolution (µm/px)
-PATCH_PX = 96                    # pool patches at SOURCE_MPP (48 µm)
-PATCH_STEP = 80                  # mosaic step: 16 px of feathered overlap
-H_OD = np.array([0.65, 0.70, 0.29], np.float32)   # haematoxylin OD per unit concentration (R, G, B)
-E_OD = np.array([0.07, 0.99, 0.11], np.float32)   # eosin
 GLASS = np.array([241, 242, 240], np.float32)
-
-# Where the real pixels come from (paths relative to the texture folder, which has the layout of
-# tests/data). Source µm/px: CMU-1 records 0.499; the reduced TCGA-CR slide records none, 0.5 is
-# assumed (its nuclei measure 6-10 px across, as at 0.5 µm/px); TCGA diagnostic tiles are 40x
-# (0.25 µm/px); CRC-VAL-HE-7K tiles are 0.5 µm/px.
-SITES: dict[str, tuple[tuple[str, float], ...]] = {
-    "site_a": (("slides/CMU-1-Small-Region.svs", 0.499), ("slides/TCGA-CR-7395-01A-01-TS1.svs", 0.5)),
-    "site_b": (("tiles/TCGA-AD-6964-01Z-00-DX1_tile_16896_20480.jpg", 0.25),
-               ("tiles/TCGA-AD-6964-01Z-00-DX1_tile_22016_11776.jpg", 0.25),
-               ("tiles/TCGA-AD-6964-01Z-00-DX1_tile_23040_25088.jpg", 0.25),
-               ("tiles/CRC-VAL-HE-7K_NORM-TCGA-YLVCMEHK.tif", 0.5)),
-}
 
 
 @dataclass(frozen=True)
@@ -119,186 +108,6 @@ class RealTexConfig:
 
         payload = {k: v for k, v in dataclasses.asdict(self).items() if k != "workers"}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------- the texture pool
-def _read_source(path: Path, mpp: float) -> np.ndarray:
-    """A whole source image as RGB uint8, resampled to SOURCE_MPP."""
-    if path.suffix.lower() == ".svs":
-        import openslide
-
-        with openslide.OpenSlide(str(path)) as slide:
-            rgb = np.asarray(slide.read_region((0, 0), 0, slide.dimensions).convert("RGB"))
-    else:
-        rgb = np.asarray(Image.open(path).convert("RGB"))
-    scale = mpp / SOURCE_MPP
-    if abs(scale - 1) > 0.02:
-        h, w = rgb.shape[:2]
-        rgb = np.asarray(Image.fromarray(rgb).resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                                                     Image.LANCZOS))
-    return rgb
-
-
-def _haematoxylin(rgb: np.ndarray) -> np.ndarray:
-    """Haematoxylin concentration per pixel (colour deconvolution, scikit-image's HED)."""
-    from skimage.color import rgb2hed
-
-    return rgb2hed(rgb)[..., 0]
-
-
-@lru_cache(maxsize=4)
-def texture_pool(texture_dir: str, site: str) -> dict[str, np.ndarray]:
-    """Tissue-only patches (N, PATCH_PX, PATCH_PX, 3) uint8 of a site and each patch's haematoxylin
-    level; cached per process (workers build it once)."""
-    patches: list[np.ndarray] = []
-    for rel, mpp in SITES[site]:
-        rgb = _read_source(Path(texture_dir) / rel, mpp)
-        grey = rgb.mean(-1)
-        sat = rgb.max(-1).astype(np.int16) - rgb.min(-1)
-        tissue = (grey < 215) & (sat > 18)
-        step = PATCH_PX // 4 if min(rgb.shape[:2]) < 400 else PATCH_PX // 2
-        for y in range(0, rgb.shape[0] - PATCH_PX + 1, step):
-            for x in range(0, rgb.shape[1] - PATCH_PX + 1, step):
-                if tissue[y:y + PATCH_PX, x:x + PATCH_PX].mean() >= 0.92:
-                    patches.append(rgb[y:y + PATCH_PX, x:x + PATCH_PX])
-    if not patches:
-        raise ConfigurationError(f"realtex: no tissue patches in {site}'s sources under {texture_dir}.")
-    stack = np.stack(patches)
-    h_level = np.array([_haematoxylin(p).mean() for p in stack], np.float32)
-    return {"patches": stack, "h_level": h_level}
-
-
-# ---------------------------------------------------------------------------- mosaic and stains
-def _feather(px: int, overlap: int) -> np.ndarray:
-    ramp = np.minimum(np.minimum(np.arange(px) + 1, px - np.arange(px)) / overlap, 1.0).astype(np.float32)
-    return np.outer(ramp, ramp)
-
-
-def mosaic(rng: np.random.Generator, patches: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(height, width, 3) float32 RGB at SOURCE_MPP from randomly flipped/rotated pool patches,
-    on a grid with a random offset and feathered seams."""
-    weight = _feather(PATCH_PX, PATCH_PX - PATCH_STEP)
-    acc = np.zeros((height + 2 * PATCH_PX, width + 2 * PATCH_PX, 3), np.float32)
-    wsum = np.zeros(acc.shape[:2], np.float32)
-    oy, ox = rng.integers(0, PATCH_STEP, 2)
-    for y in range(-int(oy), height, PATCH_STEP):
-        for x in range(-int(ox), width, PATCH_STEP):
-            patch = np.rot90(patches[rng.integers(len(patches))], int(rng.integers(4)))
-            if rng.random() < 0.5:
-                patch = patch[:, ::-1]
-            ys, xs = y + PATCH_PX, x + PATCH_PX
-            acc[ys:ys + PATCH_PX, xs:xs + PATCH_PX] += patch * weight[..., None]
-            wsum[ys:ys + PATCH_PX, xs:xs + PATCH_PX] += weight
-    sl = (slice(PATCH_PX, PATCH_PX + height), slice(PATCH_PX, PATCH_PX + width))
-    return acc[sl] / np.maximum(wsum[sl], 1e-6)[..., None]
-
-
-def rescale_stains(rgb: np.ndarray, h_scale: float, e_scale: float) -> np.ndarray:
-    """RGB float32 with haematoxylin and eosin optical densities scaled (scikit-image HED space)."""
-    from skimage.color import hed2rgb, rgb2hed
-
-    hed = rgb2hed(np.clip(rgb, 1, 255).astype(np.uint8))
-    hed[..., 0] *= h_scale
-    hed[..., 1] *= e_scale
-    return (hed2rgb(hed) * 255.0).astype(np.float32)
-
-
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma_px: float) -> np.ndarray:
-    small = (max(8, int(shape[0] / sigma_px * 4)), max(8, int(shape[1] / sigma_px * 4)))
-    noise = ndimage.gaussian_filter(rng.standard_normal(small).astype(np.float32), 2.0, mode="wrap")
-    return np.asarray(Image.fromarray(noise, mode="F").resize((shape[1], shape[0]), Image.BICUBIC))
-
-
-def tissue_mask(rng: np.random.Generator, shape: tuple[int, int], fraction: float) -> np.ndarray:
-    """One or two ragged tissue pieces covering `fraction` of the field (area set by the quantile)."""
-    h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    yy, xx = yy / h, xx / w
-    env = np.full(shape, -1.0, np.float32)
-    for _ in range(int(rng.integers(1, 3))):
-        cx, cy, ax, ay = rng.uniform(0.4, 0.6), rng.uniform(0.4, 0.6), rng.uniform(0.3, 0.45), rng.uniform(0.3, 0.45)
-        env = np.maximum(env, 1 - ((xx - cx) / ax) ** 2 - ((yy - cy) / ay) ** 2)
-    border = np.minimum.reduce([xx, 1 - xx, yy, 1 - yy])
-    field_ = env + 0.35 * _smooth_field(rng, shape, max(h, w) / 6) - 6.0 * np.clip(0.1 - border, 0, None)
-    return field_ > np.quantile(field_, 1 - fraction)
-
-
-# ---------------------------------------------------------------------------- planted features
-@dataclass(frozen=True)
-class NucleiLook:
-    density_per_mm2: float
-    radius_um: float
-    radius_cv: float        # pleomorphism
-    aspect: float           # mean long/short axis
-    mass: float             # haematoxylin concentration x area / (pi * 2.7² µm²): fixed "DNA" per nucleus
-    texture: float          # chromatin coarseness
-    nucleolus_probability: float
-
-
-def _sig(x: float) -> float:
-    return float(1 / (1 + np.exp(-x)))
-
-
-def tumour_nuclei(n: float) -> NucleiLook:
-    """Epithelial nuclei at planted level n (strength x r, clipped to +-2.5): size, shape, chromatin."""
-    n = float(np.clip(n, -2.5, 2.5))
-    return NucleiLook(density_per_mm2=5200.0, radius_um=2.7 * np.exp(0.13 * n),
-                      radius_cv=float(np.clip(0.08 * np.exp(0.5 * n), 0.03, 0.35)),
-                      aspect=1.0 + 0.55 * _sig(1.6 * n - 0.3), mass=1.0, texture=float(np.clip(0.2 + 0.12 * n, 0.02, 0.6)),
-                      nucleolus_probability=_sig(1.8 * n - 1.6))
-
-
-def lymphocytes(n: float) -> NucleiLook:
-    """Lymphocytes at planted level n: fewer as n (risk) grows; always small, round and dark."""
-    n = float(np.clip(n, -2.5, 2.5))
-    return NucleiLook(density_per_mm2=2600.0 * np.exp(-0.75 * n), radius_um=2.1, radius_cv=0.06, aspect=1.05,
-                      mass=1.15, texture=0.05, nucleolus_probability=0.0)
-
-
-def plant_nuclei(rng: np.random.Generator, conc: np.ndarray, allowed: np.ndarray, look: NucleiLook, mpp: float) -> int:
-    """Add `look`'s nuclei (haematoxylin concentration) into `conc` at random places where `allowed`."""
-    h, w = conc.shape
-    area_mm2 = float(allowed.sum()) * (mpp * 1e-3) ** 2
-    count = int(rng.poisson(look.density_per_mm2 * area_mm2))
-    ys, xs = np.nonzero(allowed)
-    if count == 0 or ys.size == 0:
-        return 0
-    pick = rng.integers(0, ys.size, count)
-    base_area = np.pi * (2.7 / mpp) ** 2
-    for cy, cx in zip(ys[pick], xs[pick]):
-        r = look.radius_um / mpp * float(np.exp(look.radius_cv * rng.standard_normal()))
-        aspect = max(1.0, look.aspect * float(np.exp(0.5 * look.radius_cv * rng.standard_normal())))
-        a, b = r * np.sqrt(aspect), r / np.sqrt(aspect)
-        theta = rng.uniform(0, np.pi)
-        reach = int(a + 2)
-        y0, y1, x0, x1 = max(cy - reach, 0), min(cy + reach + 1, h), max(cx - reach, 0), min(cx + reach + 1, w)
-        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        u = (xx - cx) * np.cos(theta) + (yy - cy) * np.sin(theta)
-        v = -(xx - cx) * np.sin(theta) + (yy - cy) * np.cos(theta)
-        d = np.sqrt((u / a) ** 2 + (v / b) ** 2)
-        inside = np.clip((1.0 - d) * r * 0.8 + 0.5, 0, 1)      # ~1 px soft edge
-        level = look.mass * base_area / (np.pi * a * b) * 0.9
-        chromatin = 1.0 + look.texture * rng.standard_normal(inside.shape).astype(np.float32)
-        blob = inside * level * np.clip(chromatin, 0.3, None)
-        if rng.random() < look.nucleolus_probability:
-            nr = max(0.8 / mpp * 0.6, 1.2)
-            ny, nx = cy + rng.normal(0, 0.2 * b), cx + rng.normal(0, 0.2 * b)
-            blob += 1.2 * (np.hypot(xx - nx, yy - ny) < nr)
-        box = conc[y0:y1, x0:x1]
-        np.maximum(box, blob, out=box)
-    return count
-
-
-def plant_glands(rng: np.random.Generator, tissue: np.ndarray, n: float, mpp: float) -> tuple[np.ndarray, np.ndarray]:
-    """Glands whose disruption follows n (render.draw_glands): (epithelium mask, lumen mask)."""
-    from wsi_prognosis.synth.render import EPITHELIUM, LUMEN, STROMA, FieldSpec, draw_glands
-
-    h, w = tissue.shape
-    spec = FieldSpec(width_px=w, height_px=h, mpp=mpp, risk=n, strength_10x=1.0)
-    label = np.where(tissue, STROMA, 0).astype(np.uint8)
-    gland_id = np.zeros((h, w), np.int32)
-    draw_glands(rng, spec, tissue, architecture_params(n, 1.0), label, gland_id)
-    return label == EPITHELIUM, label == LUMEN
 
 
 # ---------------------------------------------------------------------------- one slide
@@ -454,4 +263,6 @@ def make_realtex_cohort(out_dir: str | Path, config: RealTexConfig) -> dict[str,
     return {"out_dir": out, **paths, "n_slides": len(jobs), "n_generated": len(todo), "seconds": seconds}
 
 
-__all__ = ["RealTexConfig", "SIGNALS", "make_realtex_cohort", "render_slide", "texture_pool"]
+__all__ = ["RealTexConfig", "RealTexJob", "SIGNALS", "make_realtex_cohort", "make_realtex_slide", "render_slide",
+           "texture_pool", "mosaic", "rescale_stains", "tissue_mask", "NucleiLook", "tumour_nuclei", "lymphocytes",
+           "plant_nuclei", "plant_glands", "SITES", "SOURCE_MPP", "PATCH_PX", "PATCH_STEP", "H_OD", "E_OD", "GLASS"]
