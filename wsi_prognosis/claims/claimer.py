@@ -187,9 +187,10 @@ class Claimer:
             why = files.stale_reason(raw, self.identity, self.stale_s)
             if why is None:
                 break
-            if files.take_over(self.dir, key, raw) and self._create(key):
+            if files.take_over(self.dir, key, raw):          # moved aside by this worker alone: logged once
                 log.warning("%s: taking over the claim of %s: %s", key, files.describe(files.parse(raw)), why)
-                return self._keep(key, done, count, over=True)
+                if self._create(key):
+                    return self._keep(key, done, count, over=True)
         if count:
             self._others.add(key)
         return False
