@@ -25,7 +25,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class ClaimSettings:
     """The `claims` config group. `heartbeat_s` defaults to stale_s / 4; `poll_s` (how often a waiting
-    worker looks at the claims of others) to stale_s / 10, within 0.1 to 5 s."""
+    worker looks at the few claims others hold) to stale_s / 10, within 0.1 to 1 s."""
 
     enabled: bool = True
     stale_s: float = DEFAULT_STALE_S
@@ -69,7 +69,7 @@ class Claimer:
         self.stage = stage
         self.stale_s = float(stale_s)
         self.heartbeat_s = float(heartbeat_s or self.stale_s / 4)
-        self.poll_s = float(poll_s or min(5.0, max(0.1, self.stale_s / 10)))
+        self.poll_s = float(poll_s or min(1.0, max(0.1, self.stale_s / 10)))
         self.identity = files.Identity.current()
         self.worker = f"{self.identity.host}:{self.identity.pid}:{files.token()[:8]}"
         self.taken = self.taken_over = 0
