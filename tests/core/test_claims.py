@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from wsi_prognosis.claims import CLAIMS_DIR, Claimer, ClaimSettings, check_claims_dir, claimed, read_claim
-from wsi_prognosis.claims import files
+from wsi_prognosis.claims import CLAIMS_DIR, Claimer, ClaimSettings, check_claims_dir, claimed, files, read_claim
 from wsi_prognosis.errors import ConfigurationError
 
 

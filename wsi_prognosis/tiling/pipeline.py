@@ -286,15 +286,16 @@ def _remove_stale_temporaries(out_dir: Path, older_than_s: float | None = None, 
 
 
 def _tile_job(row: Mapping[str, Any], out_dir: Path, config: TilingConfig, shared: bool) -> dict[str, Any]:
-    """One slide, in a worker process or inline. Shared (claims): the slide's leftovers are removed
-    first and its summary row saved for the other workers."""
-    if not shared:
-        return tile_one_slide(row, out_dir, config)
-    from wsi_prognosis.tiling.shared import remove_slide_temporaries, save_row
+    """One slide, in a worker process or inline; shared (claims): its summary row saved for the other workers.
 
-    remove_slide_temporaries(out_dir, str(row["slide_id"]))
+    A killed worker's temporary files are left to the sweep at the start of a run (those untouched
+    for claims.stale_s): its pool processes may still be finishing their slide, and their files are
+    the same bytes as the taker's."""
     result = tile_one_slide(row, out_dir, config)
-    save_row(out_dir, result)
+    if shared:
+        from wsi_prognosis.tiling.shared import save_row
+
+        save_row(out_dir, result)
     return result
 
 
@@ -375,7 +376,7 @@ class _Progress:
 
         self.bar = tqdm(total=total, unit="slide", desc="tile", dynamic_ncols=True)
         self.config, self.claimer = config, claimer
-        self.tiles = self.failed = self.handled = 0
+        self.tiles = self.failed = self.handled = self.reused = 0
         self._counted: set[str] = set()
 
     def __enter__(self) -> _Progress:
@@ -398,6 +399,7 @@ class _Progress:
             self.failed += 1
             log.warning("%s failed: %s", slide_id, result["error"])
         elif result.get("action") == "reused":
+            self.reused += 1
             log.info("%s: store complete and current, not tiled again", slide_id)
         else:
             log.info("%s: tiled (%s tiles) in %.1f s", slide_id, ", ".join(f"{k} {v}" for k, v in counts.items()),

@@ -22,8 +22,13 @@ from typing import Any
 from wsi_prognosis.atomic import write_text_atomic
 from wsi_prognosis.claims import Claimer, ClaimSettings, check_claims_dir, claimed
 from wsi_prognosis.tiling.config import TilingConfig
-from wsi_prognosis.tiling.pipeline import (QC_DIR, _Batch, _Progress, _remove_stale_temporaries, _write_summary,
-                                           summary_columns)
+from wsi_prognosis.tiling.pipeline import (
+    _Batch,
+    _Progress,
+    _remove_stale_temporaries,
+    _write_summary,
+    summary_columns,
+)
 
 log = logging.getLogger("wsi_prognosis.tiling.pipeline")  # the stage's lines under one logger
 
@@ -48,13 +53,6 @@ def load_row(out_dir: Path, slide_id: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return payload if isinstance(payload, dict) and isinstance(payload.get("row"), dict) else None
-
-
-def remove_slide_temporaries(out_dir: Path, slide_id: str) -> None:
-    """What a killed worker left of one slide; the claim says no one else is writing it now."""
-    for folder, name in ((out_dir, f"{slide_id}.h5"), (out_dir / QC_DIR, f"{slide_id}.png")):
-        for stale in (folder.glob(f".{name}.????????.part") if folder.is_dir() else ()):  # atomic_path's names
-            stale.unlink(missing_ok=True)
 
 
 def tile_shared(rows: list[dict[str, Any]], out_dir: Path, config: TilingConfig, workers: int,
@@ -96,8 +94,9 @@ def tile_shared(rows: list[dict[str, Any]], out_dir: Path, config: TilingConfig,
         else:
             _publish_summary(claimer, out_dir, summary, columns, ids)
         counts = claimer.counts()
-    log.info("this worker tiled %d of %d slide(s) (%d failed, %d tiles in %.1f s); %d held by other workers, "
-             "%d taken over from stopped workers", progress.handled, len(ids), progress.failed, progress.tiles,
+    log.info("this worker handled %d of %d slide(s) (%d tiled, %d already current, %d failed; %d tiles in %.1f s); "
+             "%d held by other workers, %d taken over from stopped workers", progress.handled, len(ids),
+             progress.handled - progress.reused - progress.failed, progress.reused, progress.failed, progress.tiles,
              progress.elapsed, counts["held_by_others"], counts["taken_over"])
     return summary
 
@@ -111,7 +110,7 @@ def _publish_summary(claimer: Claimer, out_dir: Path, rows: list[dict[str, Any]]
         if not mine:
             log.info("summary.csv: another worker is writing it")
             return
-        newest = max(row_path(out_dir, slide_id).stat().st_mtime_ns for slide_id in ids)
+        newest = max((row_path(out_dir, slide_id).stat().st_mtime_ns for slide_id in ids), default=0)
         if path.is_file() and path.stat().st_mtime_ns > newest:
             log.info("summary.csv: already written for this batch by another worker")
             return
