@@ -23,7 +23,8 @@ Protocol (each step atomic on a local filesystem and on NFS):
   FileNotFoundError); the tombstone is checked to be the very bytes judged stale (a fresh record
   moved by mistake is linked back), then the claim is created as above and the takeover logged.
   Left open: a holder that stalls for more than `stale_s` and is taken over finishes its slide
-  too (both write the same output atomically).
+  too (both write the same output atomically); and as its heartbeat checks the worker id just
+  before its os.replace, a takeover landing in that instant would be overwritten.
 - release: the claim is removed after checking it is still this worker's.
 
 Why written here: filelock (4.3.1 is pinned in constraints.txt as a transitive dependency; the
