@@ -50,9 +50,9 @@ class ReviewConfig:
         c = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(c, dict)
         qc = dict(c.get("qc") or {})
-        unknown = set(qc) - {"blur_below", "pen_above", "little_tissue_mm2"}
+        unknown = set(qc) - {"blur_below", "pen_above", "little_tissue_mm2", "little_tissue_share"}
         if unknown:
-            raise ConfigurationError(f"qc: unknown key(s) {sorted(unknown)}; known: blur_below, pen_above, little_tissue_mm2.")
+            raise ConfigurationError(f"qc: unknown key(s) {sorted(unknown)}; known: blur_below, pen_above, little_tissue_mm2, little_tissue_share.")
         host = str(c.get("host") or "")
         if not host:
             raise ConfigurationError("host is empty. Fix: host=127.0.0.1 (this machine) or host=0.0.0.0 (every interface).")
