@@ -218,9 +218,13 @@ def embed_slides(rows: Sequence[dict[str, Any]], tiles_dir: Path, out_root: Path
     for task in tasks:
         try:
             _open_task(task, options)
-            opened.append(task)
         except WsiPrognosisError as exc:
             result.rows.append(_row(task, "failed", str(exc)))
+            continue
+        if not any(len(c) for c in task.coords.values()):  # a blank slide: no store, left out downstream
+            result.rows.append(_row(task, "empty", "no tiles with enough tissue: no feature store"))
+            continue
+        opened.append(task)
     stain = None
     if options.stain_norm == "macenko":
         stain = _stain_target(out_root, encoder.spec.name, opened, options)
@@ -258,7 +262,8 @@ def embed_slides(rows: Sequence[dict[str, Any]], tiles_dir: Path, out_root: Path
                 task.parts.setdefault(res, []).append(embedder.embed(tiles))
                 if task.views:
                     rng = np.random.default_rng([options.seed, _stable(task.row["slide_id"]), len(task.parts[res])])
-                    task.view_parts.setdefault(res, []).append(_views(embedder, tiles, task.views, options.augment, rng))
+                    augment = options.augment.at_mpp(task.grids[res].mpp)
+                    task.view_parts.setdefault(res, []).append(_views(embedder, tiles, task.views, augment, rng))
                 result.tiles += len(tiles) * (1 + task.views)
                 bar.update(len(tiles) * (1 + task.views))
                 chunks_left[t] -= 1

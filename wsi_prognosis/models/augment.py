@@ -46,6 +46,15 @@ class AugmentConfig:
     saturation: float = 0.1        # blend with grey by U(1 - s, 1 + s)
     blur_probability: float = 0.5  # share of tiles blurred ...
     blur_sigma_px: float = 0.8     # ... with sigma U(0.1, this), in tile pixels
+    blur_sigma_um: float = 0.0     # > 0: the blur's upper sigma in µm instead (embed's views convert it per grid)
+
+    def at_mpp(self, mpp: float) -> "AugmentConfig":
+        """This config for tiles at `mpp` µm/px: a blur given in µm becomes pixels of that grid."""
+        from dataclasses import replace
+
+        if self.blur_sigma_um <= 0:
+            return self
+        return replace(self, blur_sigma_px=self.blur_sigma_um / mpp, blur_sigma_um=0.0)
 
 
 # --- loader side: numpy, one bag, one Generator ---------------------------------------------------
