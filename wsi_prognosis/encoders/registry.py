@@ -83,7 +83,7 @@ def register_encoder(name: str) -> Callable[[Callable[[], EncoderSpec]], Callabl
 
 def _load_builtin() -> None:
     # importing the modules registers their encoders
-    from wsi_prognosis.encoders import efficientnet_lite, scratch  # noqa: F401
+    from wsi_prognosis.encoders import bioptimus, efficientnet_lite, mahmood, microsoft, owkin, paige, scratch  # noqa: F401
 
 
 def list_encoders() -> list[str]:
