@@ -49,6 +49,8 @@ class TrainerConfig:
     num_sanity_val_steps: int = 0
     enable_progress_bar: bool = True
     logger: str = "csv"              # csv | tensorboard | mlflow (next to the CSV log; extras: tracking)
+    cpu_threads: int | None = None   # torch threads on a CPU; None: 1 for heads on features (small matrices: more
+                                     # threads only wait on each other), every core for CNNs on pixels
 
 
 @dataclass(frozen=True)

@@ -207,6 +207,9 @@ def train_member(config: "TrainConfig") -> dict[str, Any]:
     datamodule, module = prepared.build()
     t = config.trainer
     gpu = _is_gpu(t.accelerator)
+    threads = t.cpu_threads if t.cpu_threads is not None else (1 if prepared.prefix == "head." else None)
+    if threads and not gpu:
+        torch.set_num_threads(int(threads))
     precision = t.precision if t.precision != "auto" else ("bf16-mixed" if gpu else "32-true")
     deterministic = (not gpu) if t.deterministic == "auto" else t.deterministic
     monitor_key = METRIC_KEYS[t.monitor]
