@@ -47,13 +47,6 @@ class LoadedEnsemble:
     def runner(self, config: EngineConfig) -> EnsembleRunner:
         return EnsembleRunner(self.pixel, config, self.encoders)
 
-    def encoder_keys(self, resolution: str) -> set[str]:
-        return {e.name for e in self.encoders if e.resolution == resolution}
-
-    def pixels_needed(self, resolution: str) -> bool:
-        """True when a pixel member scores `resolution` (its tiles must then be read whatever is cached)."""
-        return any(m.resolution == resolution for m in self.pixel)
-
     @torch.inference_mode()
     def score(self, resolution: str, outputs: Mapping[str, np.ndarray]) -> dict[str, MemberOutput]:
         """Each member of `resolution` from the slide's outputs (pixel members' logits, encoders' features)."""
