@@ -144,9 +144,7 @@ def prepare_finetune(config: "TrainConfig", train_table: pd.DataFrame, tune_tabl
 
     record = {
         "arch": f"finetuned-head-{head.pooling}", "pooling": {"method": head.pooling},
-        "encoder": {**loaded.identity, "finetuned": str(finetune), "finetuned_sha256": None,
-                    "grad_checkpointing": bool(config.model.grad_checkpointing),
-                    "lr_scale": float(config.model.finetune_lr_scale)},
+        "encoder": {**loaded.identity, "finetuned": str(finetune), "finetuned_sha256": None},
         "head": {**head.to_dict(), "dim": int(loaded.spec.dim)}, "preprocessing": preprocessing,
         "tile_spec": tile_spec_from_store(train_bags[0].tiles_file), "stain_unfitted": stain_unfitted,
     }
