@@ -215,9 +215,13 @@ def embed_slides(rows: Sequence[dict[str, Any]], tiles_dir: Path, out_root: Path
         tasks.append(_Task(row=dict(row), store_path=tile_store_path(tiles_dir, str(row["slide_id"])), target=Path(),
                            views=views))
     opened: list[_Task] = []
+    from wsi_prognosis.encoders.registry import check_tile_mpp
+
     for task in tasks:
         try:
             _open_task(task, options)
+            for res, grid in task.grids.items():  # an encoder sees tiles at the scale it was trained at, or none
+                check_tile_mpp(encoder.spec, grid.mpp, res, tile_px=grid.tile_px)
         except WsiPrognosisError as exc:
             result.rows.append(_row(task, "failed", str(exc)))
             continue
