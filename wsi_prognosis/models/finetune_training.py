@@ -108,7 +108,7 @@ def first_pass_statistics(network: FinetuneNetwork, bags: list[Any], *, device: 
 
 
 def prepare_finetune(config: "TrainConfig", train_table: pd.DataFrame, tune_table: pd.DataFrame) -> "Prepared":
-    from wsi_prognosis.encoders import load_encoder
+    from wsi_prognosis.encoders import check_tile_mpp, load_encoder
     from wsi_prognosis.models.training import Prepared, check_grids, check_usable, stain_normalised, tile_spec_from_store
 
     finetune = parse_finetune(config.model.finetune)
@@ -125,6 +125,7 @@ def prepare_finetune(config: "TrainConfig", train_table: pd.DataFrame, tune_tabl
     left_out = {"training": train_empty, "tuning": tune_empty}
     check_usable(train_bags, tune_bags, left_out, res, config)
     tile_px, mpp = check_grids([(b.grid.tile_px, b.grid.mpp) for b in train_bags + tune_bags], res)
+    check_tile_mpp(loaded.spec, mpp, res, tile_px=tile_px)  # the encoder must see tissue at the scale it learnt
     network = network_for(loaded.spec, loaded.model, tile_px=tile_px, head=head, channels_last=family == "cnn")
     preprocessing: dict[str, Any] = {"tile_px": tile_px, "mpp": mpp, **loaded.spec.preprocessing()}
     train_bags, tune_bags, stain_unfitted = stain_normalised(config, train_bags, tune_bags, preprocessing)
