@@ -18,7 +18,7 @@ from wsi_prognosis.models.finetune_lit import encoder_state, state_sha256
 
 TILES = ["tiling.tile_px=64", "tissue.min_tissue_area_um2=2000", "tissue.max_hole_area_um2=2000"]
 # 10x only (5-9 tiles per slide), tiny bags, two epochs, in-process loading: a member trains in seconds
-FAST = ["encoder=random-cnn", "resolution=10x", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+FAST = ["encoder=random-cnn", "resolution=10x", "trainer.enable_progress_bar=false",
         "labels.good_allows_later_event=true", "model.loss=bce+cox", "data.bag_size=8", "data.batch_size=4",
         "data.bags_per_slide=1", "data.eval_max_tiles=16", "data.num_workers=0"]
 # random-cnn (timm test_efficientnet): stem, 5 stages of blocks, head convolution
@@ -42,28 +42,33 @@ def cohort(tmp_path_factory) -> dict:
             "features": features}
 
 
-def _train_args(cohort: dict, out, *extra: str) -> list[str]:
+def _train_args(cohort: dict, out, *extra: str, epochs: int = 2) -> list[str]:
     return ["train", f"manifest={cohort['manifest']}", f"clinical={cohort['clinical']}", f"tiles={cohort['tiles']}",
-            f"features={cohort['features']}", f"out={out}", *FAST, *extra]
+            f"features={cohort['features']}", f"out={out}", *FAST, f"trainer.max_epochs={epochs}", *extra]
 
 
 @pytest.fixture(scope="module")
 def runs(cohort) -> dict:
-    """Three members of one sweep: a head on frozen features, last:1 and all."""
+    """Four members: a head on frozen random-cnn features, random-cnn last:1 and all (one sweep), and the last
+    block of the small random ViT (gradient checkpointing on, tiles resized from 64 to its 112 px)."""
     out = cohort["root"] / "runs"
     assert main(["train", "--multirun", *_train_args(cohort, out)[1:], "model.finetune=none,last:1,all"]) == 0
+    assert main(_train_args(cohort, out, "encoder=random-vit-s", "model.finetune=last:1", epochs=1)) == 0
     members = {}
     for folder in out.iterdir():
         if (folder / "member.json").is_file():
             record = json.loads((folder / "member.json").read_text())
-            members[record["encoder"].get("finetuned", "none")] = folder
-    assert set(members) == {"none", "last:1", "all"}, members
+            encoder = record["encoder"]
+            members[encoder["finetuned"] if "finetuned" in encoder else "none"] = folder
+            if encoder["name"] == "random-vit-s":
+                members["vit last:1"] = members.pop(encoder["finetuned"])
+    assert set(members) == {"none", "last:1", "all", "vit last:1"}, members
     return members
 
 
-def _changed(folder) -> tuple[set[str], set[str]]:
+def _changed(folder, encoder: str = "random-cnn") -> tuple[set[str], set[str]]:
     """(names of encoder tensors that differ from the base weights, names that are equal)."""
-    base = load_encoder("random-cnn").model.state_dict()
+    base = load_encoder(encoder).model.state_dict()
     own = encoder_state(torch.load(folder / "best.pt", weights_only=True))
     assert set(own) == set(base)
     changed = {k for k in base if not torch.equal(base[k], own[k])}
@@ -76,6 +81,12 @@ def test_last_1_trains_the_last_block_and_leaves_the_rest_as_it_was(runs):
     assert all(not k.startswith(LAST_BLOCK) for k in same)   # every tensor of the last stage and head conv changed
     assert any(k.startswith("blocks.3.") for k in same) and "conv_stem.weight" in same
     assert "blocks.3.0.bn1.running_mean" in same   # the frozen part's BatchNorm statistics do not drift either
+
+
+def test_last_1_of_a_vit_trains_its_last_transformer_block_and_final_norm(runs):
+    changed, same = _changed(runs["vit last:1"], "random-vit-s")
+    assert changed == {k for k in changed | same if k.startswith(("blocks.3.", "norm."))}
+    assert {"cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.2.attn.qkv.weight"} <= same
 
 
 def test_all_trains_every_tensor_of_the_encoder(runs):
@@ -103,7 +114,7 @@ def scored(cohort, runs) -> dict:
     root = cohort["root"]
     bundle, calibrated, scores = root / "bundle", root / "calibrated", root / "scores"
     runs_dir = runs["none"].parent
-    assert main(["select", f"runs={runs_dir}", f"out={bundle}", "k=3", "resolutions=[10x]"]) == 0
+    assert main(["select", f"runs={runs_dir}", f"out={bundle}", "k=4", "resolutions=[10x]"]) == 0
     assert main(["calibrate", f"bundle={bundle}", f"manifest={cohort['manifest']}", f"clinical={cohort['clinical']}",
                  f"tiles={cohort['tiles']}", f"features={cohort['features']}", f"out={calibrated}",
                  "calibration.n_bootstrap=0", "engine.workers=0"]) == 0
@@ -117,7 +128,7 @@ def test_a_bundle_mixing_finetuned_and_frozen_members_scores(scored, runs):
 
     bundle = load_bundle(scored["bundle"])
     assert json.loads((scored["bundle"] / "bundle.json").read_text())["format"] == "wsi-prognosis-bundle/3"
-    assert sorted(str(m.finetuned) for m in bundle.members) == ["None", "all", "last:1"]
+    assert sorted(str(m.finetuned) for m in bundle.members) == ["None", "all", "last:1", "last:1"]
     table = pd.read_csv(scored["scores"] / "scores.csv")
     assert (table["status"] == "ok").all() and len(table) > 10
     for member in bundle.members:
@@ -139,7 +150,7 @@ def test_finetuned_members_embed_with_their_own_encoder(scored, cohort):
     bundle = load_bundle(scored["bundle"])
     ensemble = load_ensemble(bundle, EngineConfig(device="cpu"))
     keys = {name: spec.key for name, spec in ensemble.feature_specs.items()}
-    assert len(set(keys.values())) == 3 and len(ensemble.encoders) == 3
+    assert len(set(keys.values())) == 4 and len(ensemble.encoders) == 4
     table = pd.read_csv(scored["scores"] / "scores.csv").set_index("slide_id")
     manifest = read_manifest(cohort["manifest"]).set_index("slide_id")
     slide_id = table.index[0]
@@ -148,10 +159,10 @@ def test_finetuned_members_embed_with_their_own_encoder(scored, cohort):
     reader = TileReader(manifest.loc[slide_id, "path"], grid, mpp)
     tiles = reader.read(coords)
     reader.close()
-    base = TileEmbedder(load_encoder("random-cnn"), 64).embed(tiles)
     for member in bundle.members:
         if not member.finetuned:
             continue
+        base = TileEmbedder(load_encoder(member.encoder["name"]), 64).embed(tiles)
         network = bundle.load_model(member)
         with torch.no_grad():
             own = float(torch.sigmoid(network.head(network.embed(torch.from_numpy(tiles)))[0]))
