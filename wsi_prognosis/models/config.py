@@ -31,6 +31,9 @@ class ModelConfig:
     pooling: dict[str, Any] = field(default_factory=lambda: {"method": "mean"})   # encoder=none: tile-logit pooling
     optim: dict[str, Any] = field(default_factory=dict)
     head: dict[str, Any] = field(default_factory=dict)   # frozen encoders: the feature head (models.heads.HeadConfig)
+    finetune: str = "none"           # none | all | last:N (encoders.blocks): train the encoder on pixels with the head
+    finetune_lr_scale: float = 0.1   # fine-tuning: the encoder's learning rate = optim.lr * this
+    grad_checkpointing: bool = True  # fine-tuning: recompute ViT block activations in the backward pass
 
 
 @dataclass(frozen=True)
