@@ -52,7 +52,7 @@ def loaded(name: str):
                              identity=encoder_identity(spec, sha)), "random (published ones absent)"
 
 
-def bench(name: str, runtime: str, batch: int, repeats: int, threads: int) -> dict:
+def bench(name: str, runtime: str, batch: int, repeats: int, threads: int, device: str = "cpu") -> dict:
     from wsi_prognosis.encoders import EmbedderConfig, TileEmbedder
 
     encoder, weights = loaded(name)
@@ -60,8 +60,8 @@ def bench(name: str, runtime: str, batch: int, repeats: int, threads: int) -> di
     params = sum(p.numel() for p in encoder.model.parameters()) / 1e6
     tiles = np.random.default_rng(0).integers(0, 256, size=(batch, spec.input_px, spec.input_px, 3), dtype=np.uint8)
     start = time.perf_counter()
-    embedder = TileEmbedder(encoder, spec.input_px, EmbedderConfig(runtime=runtime, device="cpu", batch_tiles=batch,
-                                                                     threads=threads))
+    embedder = TileEmbedder(encoder, spec.input_px, EmbedderConfig(runtime=runtime, device=device, batch_tiles=batch,
+                                                                     threads=threads, bf16=True))
     setup_s = time.perf_counter() - start
     embedder.embed(tiles)  # warm-up
     start = time.perf_counter()
@@ -69,7 +69,7 @@ def bench(name: str, runtime: str, batch: int, repeats: int, threads: int) -> di
         out = embedder.embed(tiles)
     elapsed = time.perf_counter() - start
     assert out.shape == (batch, spec.dim)
-    return {"encoder": name, "runtime": runtime, "weights": weights, "params_m": round(params, 1),
+    return {"encoder": name, "runtime": runtime + (" bf16 " + device if device != "cpu" else ""), "weights": weights, "params_m": round(params, 1),
             "input_px": spec.input_px, "batch": batch, "threads": embedder.threads,
             "tiles_per_s": round(batch * repeats / elapsed, 3), "s_per_batch": round(elapsed / repeats, 2),
             "setup_s": round(setup_s, 1), "load_average": load_average()}
@@ -83,12 +83,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed batches")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core this process may use)")
     parser.add_argument("--json", action="store_true", help="print one JSON line per result as well")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: torch bf16 channels_last on the GPU")
     args = parser.parse_args()
     print(f"{'encoder':<12} {'runtime':<7} {'params':>8} {'px':>4} {'tiles/s':>8} {'s/batch':>8} {'setup s':>8}  weights "
-          f"(batch {args.batch}, fp32, CPU)")
+          f"(batch {args.batch}, {'fp32, CPU' if args.device == 'cpu' else 'bf16, ' + args.device})")
+    runtimes = args.runtimes if args.device == "cpu" else ["torch"]
     for name in args.names:
-        for runtime in args.runtimes:
-            r = bench(name, runtime, args.batch, args.repeats, args.threads)
+        for runtime in runtimes:
+            r = bench(name, runtime, args.batch, args.repeats, args.threads, args.device)
             print(f"{r['encoder']:<12} {r['runtime']:<7} {r['params_m']:>7.1f}M {r['input_px']:>4} {r['tiles_per_s']:>8.2f} "
                   f"{r['s_per_batch']:>8.2f} {r['setup_s']:>8.1f}  {r['weights']}; threads {r['threads']}, load "
                   f"{r['load_average']}", flush=True)
