@@ -216,7 +216,7 @@ def train_member(config: "TrainConfig") -> dict[str, Any]:
     datamodule, module = prepared.build()
     t = config.trainer
     gpu = _is_gpu(t.accelerator)
-    threads = t.cpu_threads if t.cpu_threads is not None else (1 if prepared.prefix == "head." else None)
+    threads = t.cpu_threads if t.cpu_threads is not None else prepared.cpu_threads
     if threads and not gpu:
         torch.set_num_threads(int(threads))
     precision = t.precision if t.precision != "auto" else ("bf16-mixed" if gpu else "32-true")
@@ -271,6 +271,7 @@ class Prepared:
     prefix: str                             # of the network's keys in the Lightning state dict
     # best.pt's state -> member.json fields to add (a fine-tuned member records its own encoder's sha256)
     on_weights: Callable[[dict[str, torch.Tensor]], dict[str, Any]] | None = None
+    cpu_threads: int | None = None          # torch threads on a CPU unless trainer.cpu_threads says (None: all)
 
 
 def prepare_pixels(config: "TrainConfig", train_table: pd.DataFrame, tune_table: pd.DataFrame) -> Prepared:
