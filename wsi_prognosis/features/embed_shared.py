@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from wsi_prognosis.claims import Claimer
-from wsi_prognosis.claims.rows import handled_since, load_row, publish_once, row_path
+from wsi_prognosis.claims.rows import (
+    handled_since,
+    load_row,
+    newest_mtime_ns,
+    publish_once,
+    row_path,
+)
 from wsi_prognosis.features.stain import TARGET_FILE
 
 log = logging.getLogger("wsi_prognosis.features.embed")  # the stage's lines under one logger
@@ -37,12 +43,20 @@ def write_summary(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 def shared_rows(claimer: Claimer, folder: Path, slide_ids: Sequence[str], decided: Mapping[str, dict[str, Any]],
                 started: float, *, summary: str | None, participated: bool) -> list[dict[str, Any]]:
     """The batch's rows: those this worker `decided` without embedding, else those any worker saved since
-    `started`; the summary is written once (`claims.rows.publish_once`) when every slide has its row."""
+    `started`; the summary is written once (`claims.rows.publish_once`) when every slide has its row.
+
+    A store this worker found complete is `skipped`, unless its row was saved after the last summary was
+    written: another worker of this batch embedded it before this one started (workers start at
+    different times), and the summary says `ok` whichever worker writes it."""
     rows: list[dict[str, Any]] = []
     missing: list[str] = []
+    published = newest_mtime_ns([folder / summary]) if summary else 0
     for slide_id in slide_ids:
         if slide_id in decided:
-            rows.append(decided[slide_id])
+            saved = load_row(folder, slide_id) if decided[slide_id]["status"] == "skipped" else None
+            fresh = (saved is not None and saved["row"].get("status") == "ok"
+                     and newest_mtime_ns([row_path(folder, slide_id)]) > published)
+            rows.append(dict(saved["row"]) if fresh else decided[slide_id])  # type: ignore[index]
             continue
         saved = load_row(folder, slide_id)
         if handled_since(saved, started):
