@@ -64,17 +64,23 @@ def stop(workers: Sequence[subprocess.Popen]) -> None:
         worker.wait()
 
 
-def kill_inside_slide(victim: subprocess.Popen, log: Path, nth: int = 2, timeout_s: float = 120) -> str:
-    """SIGKILL `victim` once it has started its `nth` slowed slide (it holds that slide's claim, and its
-    output is not written); return that slide's id."""
+def wait_inside_slide(worker: subprocess.Popen, log: Path, nth: int, timeout_s: float = 300) -> str:
+    """Wait until `worker` has started its `nth` slowed slide; return that slide's id."""
     deadline = time.monotonic() + timeout_s
     while len(markers := SLOW_MARKER.findall(log.read_text())) < nth:
-        assert victim.poll() is None, f"the worker ended before its slide {nth}:\n{log.read_text()[-4000:]}"
+        assert worker.poll() is None, f"the worker ended before its slide {nth}:\n{log.read_text()[-4000:]}"
         assert time.monotonic() < deadline, f"no slide {nth} after {timeout_s} s:\n{log.read_text()[-4000:]}"
         time.sleep(0.02)
+    return markers[nth - 1]
+
+
+def kill_inside_slide(victim: subprocess.Popen, log: Path, nth: int = 2, timeout_s: float = 300) -> str:
+    """SIGKILL `victim` once it has started its `nth` slowed slide (it holds that slide's claim, and its
+    output is not written); return that slide's id."""
+    slide_id = wait_inside_slide(victim, log, nth, timeout_s)
     os.kill(victim.pid, signal.SIGKILL)
     assert victim.wait(timeout=30) == -signal.SIGKILL
-    return markers[nth - 1]
+    return slide_id
 
 
 def per_worker(logs: Sequence[Path], line: re.Pattern[str]) -> list[list[str]]:

@@ -2,12 +2,12 @@
 
 A reader thread reads and decodes the next tiles (`features.embed_reader`: TileReader, stain matrix
 applied) while the main thread runs the encoder (ONNX Runtime and torch release the GIL), so reading
-hides behind the model; a slide's store is written when its last batch is embedded. With claims,
-several workers share one features folder, each slide embedded by one of them (`embed_slides`). Finished stores that match the
-encoder, weights, preprocessing, stain target and tile store are skipped; a store made otherwise is
-refused by name (recorded as failed, the batch goes on) unless `remake=true`. Augmented views
-(`views=N`) are embedded for the slides of `view_cohorts` only (training), so heads see stain, blur
-and flips without re-embedding each epoch.
+hides behind the model; a slide's store is written when its last batch is embedded. Finished stores
+that match the encoder, weights, preprocessing, stain target and tile store are skipped; a store made
+otherwise is refused by name (recorded as failed, the batch goes on) unless `remake=true`. Augmented
+views (`views=N`) are embedded for the slides of `view_cohorts` only (training), so heads see stain,
+blur and flips without re-embedding each epoch. With claims, several workers share one features
+folder, each slide embedded by one of them (`embed_slides`, `features.embed_shared`).
 """
 
 from __future__ import annotations
