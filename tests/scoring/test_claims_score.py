@@ -184,6 +184,15 @@ def test_a_failed_slide_is_tried_once_per_batch_and_a_rerun_rebuilds_the_tables(
     assert len(pd.read_csv(out / "scores.csv")) == 2
 
 
+def test_the_shards_of_one_run_sharing_a_folder_publish_their_tables_under_their_own_claims():
+    from wsi_prognosis.scoring.batch import ScoreOptions
+    from wsi_prognosis.scoring.shard import Shard
+    from wsi_prognosis.scoring.shared import tables_task
+
+    tasks = {tables_task(ScoreOptions(shard=Shard(i, n))) for i, n in ((0, 1), (0, 3), (1, 3), (2, 3))}
+    assert len(tasks) == 4 and all(task.startswith("@") for task in tasks)
+
+
 @pytest.mark.parametrize("fault", ["no hard links", "read-only"])
 def test_a_folder_without_claims_stops_before_any_work(small_bundle, synth_cohort, tmp_path, monkeypatch, capsys, fault):
     def refuse(*args, **kwargs):

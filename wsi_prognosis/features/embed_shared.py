@@ -25,7 +25,9 @@ from wsi_prognosis.features.stain import TARGET_FILE
 
 log = logging.getLogger("wsi_prognosis.features.embed")  # the stage's lines under one logger
 
-SUMMARY_TASK = "@embed_summary"    # the claim under which one worker writes the summary ("@": never a slide id)
+# the claim under which one worker writes a summary file, one per file name: the shards of one run may share
+# the folder, each writing its own summary ("@": never a slide id)
+SUMMARY_TASK = "@{}"
 STAIN_TASK = "@stain_target"       # the claim under which one worker fits the feature set's stain target
 
 
@@ -75,7 +77,7 @@ def shared_rows(claimer: Claimer, folder: Path, slide_ids: Sequence[str], decide
         write_summary(folder / summary, rows)
         log.info("%s: written for all %d slide(s)", summary, len(rows))
 
-    publish_once(claimer, SUMMARY_TASK, outputs=[folder / summary], write=write, what=summary,
+    publish_once(claimer, SUMMARY_TASK.format(summary), outputs=[folder / summary], write=write, what=summary,
                  inputs=[row_path(folder, s) for s in slide_ids if s not in decided], participated=participated)
     return rows
 

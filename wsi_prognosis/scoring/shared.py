@@ -44,6 +44,11 @@ log = logging.getLogger("wsi_prognosis.scoring.batch")  # the stage's lines unde
 TABLES_TASK = "@tables"   # the claim under which one worker writes the batch's tables ("@": never a slide id)
 
 
+def tables_task(options: ScoreOptions) -> str:
+    """The tables' claim: one per shard (shards of one run may share `out`, each writing its own table)."""
+    return TABLES_TASK if not options.shard.sharded else f"{TABLES_TASK}.{options.shard.label}"
+
+
 def _finished_at(record: dict[str, Any] | None) -> float:
     try:
         return float((record or {}).get("finished") or 0)
@@ -117,7 +122,7 @@ def score_shared(bundle: Any, rows: list[dict[str, Any]], columns: Any, out: Pat
                 log.info("%s: written for all %d slide(s)", ", ".join(p.name for p in paths), len(rows))
                 _tiles_summary(out / "tiles", [row["slide_id"] for row in rows], bundle)
 
-            publish_once(claimer, TABLES_TASK, outputs=paths, write=write, what=paths[0].name,
+            publish_once(claimer, tables_task(options), outputs=paths, write=write, what=paths[0].name,
                          inputs=[records.record_path(out, row["slide_id"]) for row in rows], participated=bool(todo))
     counts = result.claims
     log.info("this worker scored %d of %d slide(s) (%d ok, %d failed; %d finished before it started); "
@@ -138,4 +143,4 @@ def _tiles_summary(tiles: Path, slide_ids: list[str], bundle: Any) -> None:
     rebuild_summary(tiles, slide_ids, TilingConfig.from_tile_spec(bundle.tile_spec))
 
 
-__all__ = ["TABLES_TASK", "score_shared"]
+__all__ = ["TABLES_TASK", "score_shared", "tables_task"]
