@@ -142,3 +142,20 @@ def test_a_slide_without_tiles_gets_no_store(tiled, tmp_path):
     summary = _summary(tmp_path / "f" / "random-cnn").set_index("slide_id")
     assert summary.loc[victim, "status"] == "empty"
     assert not (tmp_path / "f" / "random-cnn" / f"{victim}.h5").exists()
+
+
+def test_an_encoder_trained_at_another_scale_is_refused_with_both_values(tiled, tmp_path):
+    """Each slide whose grid is not at the encoder's µm/px is refused (a failed row naming both values and the
+    `tile` command); the batch goes on."""
+    from dataclasses import replace
+
+    from wsi_prognosis.encoders import get_encoder, registry
+
+    if "random-cnn-at-0.5" not in registry._REGISTRY:
+        registry.register_encoder("random-cnn-at-0.5")(
+            lambda: replace(get_encoder("random-cnn"), name="random-cnn-at-0.5", mpp=0.5))
+    assert main(["embed", f"tiles={tiled['tiles']}", f"out={tmp_path}", f"manifest={tiled['manifest']}",
+                 "encoder=random-cnn", "encoder.name=random-cnn-at-0.5"]) == 0
+    summary = _summary(tmp_path / "random-cnn-at-0.5")
+    assert (summary["status"] == "failed").all()
+    assert summary["error"].str.contains(r"trained at 0.5 µm/px but the 10x tiles are 1 µm/px.*tiling.mpp_10x=0.5").all()

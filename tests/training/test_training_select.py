@@ -85,3 +85,23 @@ def test_smoothed_metric_averages_the_best_epoch_with_its_neighbours():
     assert smoothed_metric(steady, "c_index", 1) > smoothed_metric(lucky, "c_index", 1)   # the ranking turns
     edge = {"best": {"epoch": 0, "c_index": 0.6}, "epochs": [{"epoch": 0, "c_index": 0.6}, {"epoch": 1, "c_index": 0.5}]}
     assert smoothed_metric(edge, "c_index", 1) == pytest.approx(0.55)   # a window cut at the first epoch
+
+
+def test_weighted_aggregation_records_each_member_s_tuning_c_above_chance(tmp_path: Path):
+    """The default `aggregation.members=weighted`: weights (C - 0.5)+, normalised; `mean` keeps none."""
+    from wsi_prognosis.scoring.aggregate import ensemble_score, member_weights
+
+    runs = tmp_path / "runs"
+    for res, seed, c in (("10x", 0, 0.52), ("10x", 1, 0.45), ("40x", 0, 0.80), ("40x", 1, 0.70)):
+        fake_member(runs, res, seed, c)
+    assert main(["select", f"runs={runs}", f"out={tmp_path / 'weighted'}", "k=2"]) == 0
+    weights = load_bundle(tmp_path / "weighted").aggregation["weights"]
+    assert weights == pytest.approx({f"10x_{TINY}_s0": 0.02 / 0.52, f"10x_{TINY}_s1": 0.0,
+                                     f"40x_{TINY}_s0": 0.30 / 0.52, f"40x_{TINY}_s1": 0.20 / 0.52}, abs=1e-5)
+    # a member at chance adds nothing; the plain mean would pull the score towards it
+    scores = {f"10x_{TINY}_s0": 0.5, f"10x_{TINY}_s1": 0.9, f"40x_{TINY}_s0": 0.2, f"40x_{TINY}_s1": 0.4}
+    assert ensemble_score(scores, weights) == pytest.approx((0.02 * 0.5 + 0.3 * 0.2 + 0.2 * 0.4) / 0.52)
+    assert ensemble_score(scores) == pytest.approx(0.5)
+    assert member_weights({"a": 0.4, "b": float("nan")}) == {"a": 0.5, "b": 0.5}  # none beats chance: equal
+    assert main(["select", f"runs={runs}", f"out={tmp_path / 'mean'}", "k=2", "aggregation.members=mean"]) == 0
+    assert "weights" not in load_bundle(tmp_path / "mean").aggregation

@@ -11,6 +11,7 @@ from wsi_prognosis.encoders.registry import (
     EncoderSpec,
     LoadedEncoder,
     WeightsSource,
+    check_tile_mpp,
     encoder_key,
     get_encoder,
     list_encoders,
@@ -20,4 +21,4 @@ from wsi_prognosis.encoders.registry import (
 from wsi_prognosis.encoders.runtime import EmbedderConfig, TileEmbedder
 
 __all__ = ["EmbedderConfig", "EncoderSpec", "FROZEN", "LoadedEncoder", "SCRATCH", "TileEmbedder", "WeightsSource",
-           "encoder_key", "get_encoder", "list_encoders", "load_encoder", "register_encoder"]
+           "check_tile_mpp", "encoder_key", "get_encoder", "list_encoders", "load_encoder", "register_encoder"]

@@ -58,6 +58,7 @@ class EncoderSpec:
     kind: str = FROZEN                  # frozen: features are cached and heads train on them;
                                         # scratch: today's from-scratch CNN trained end to end on pixels
     embedding: str = "global average pool"  # which output makes the embedding (class token, ...)
+    mpp_mixed: tuple[float, ...] = ()   # other µm/px a mixed-magnification model was also trained at (Virchow 2)
 
     def preprocessing(self) -> dict[str, Any]:
         """What a feature store and a bundle record, so scoring prepares tiles as embedding did."""
@@ -82,7 +83,7 @@ def register_encoder(name: str) -> Callable[[Callable[[], EncoderSpec]], Callabl
 
 def _load_builtin() -> None:
     # importing the modules registers their encoders
-    from wsi_prognosis.encoders import efficientnet_lite, scratch  # noqa: F401
+    from wsi_prognosis.encoders import bioptimus, efficientnet_lite, mahmood, microsoft, owkin, paige, scratch  # noqa: F401
 
 
 def list_encoders() -> list[str]:
@@ -100,6 +101,43 @@ def get_encoder(name: str) -> EncoderSpec:
     if spec.name != name:
         raise EncoderError(f"encoder {name!r}: its registry function returns the spec of {spec.name!r}.")
     return spec
+
+
+MPP_TOLERANCE = 0.05        # relative: a grid within 5 % of a trained µm/px fits (scanners differ by a few %)
+RESIZE_TOLERANCE = 1.25     # tiles enlarged or shrunk by more than this to the input px change the seen µm/px
+
+
+def check_tile_mpp(spec: EncoderSpec, grid_mpp: float, resolution: str, *, tile_px: int | None = None,
+                   tolerance: float = MPP_TOLERANCE) -> None:
+    """Refuse a tile grid that the encoder would see at another scale than it was trained at.
+
+    `grid_mpp` is the µm/px of the tile store's grid `resolution` (e.g. "40x"). It must be within `tolerance`
+    (relative) of `spec.mpp` or of one of `spec.mpp_mixed`; `spec.mpp` None (ImageNet, random presets) fits
+    any grid. With `tile_px`, the tiles must also be near the encoder's input px, since the runtime resizes
+    them to it: 224-px tiles at 0.5 µm/px enlarged to 448 px are seen at 0.25 µm/px. `EncoderError` names both
+    values and the `tile` command that makes a fitting store.
+    """
+    if spec.mpp is None:
+        return
+    trained = (spec.mpp, *spec.mpp_mixed)
+    trained_text = f"{spec.mpp:g} µm/px" + (f" (also {', '.join(f'{m:g}' for m in spec.mpp_mixed)})"
+                                            if spec.mpp_mixed else "")
+    if grid_mpp is None or not grid_mpp > 0:
+        raise EncoderError(f"encoder {spec.name} was trained at {trained_text} but the {resolution} tiles have no µm/px "
+                           f"({grid_mpp!r}). Fix: make the tile store again with `wsi-prognosis tile`.")
+    if not any(abs(grid_mpp - mpp) <= tolerance * mpp for mpp in trained):
+        raise EncoderError(
+            f"encoder {spec.name} was trained at {trained_text} but the {resolution} tiles are {grid_mpp:g} µm/px: its "
+            f"features would describe tissue at another scale. Fix: make a tile store at {spec.mpp:g} µm/px, "
+            f"`wsi-prognosis tile manifest=CSV out=DIR tiling.mpp_{resolution}={spec.mpp:g}` (with "
+            f"tiling.resolutions=[{resolution}] for that grid alone), or leave this grid out of embed (resolutions=[...]).")
+    if tile_px is not None and spec.input_px and not 1 / RESIZE_TOLERANCE <= spec.input_px / tile_px <= RESIZE_TOLERANCE:
+        seen = grid_mpp * tile_px / spec.input_px
+        raise EncoderError(
+            f"encoder {spec.name} takes {spec.input_px}-px tiles at {trained_text} but the {resolution} tiles are "
+            f"{tile_px} px: resized to {spec.input_px} px they would be seen at {seen:.3g} µm/px. Fix: "
+            f"`wsi-prognosis tile manifest=CSV out=DIR tiling.mpp_{resolution}={grid_mpp:g} "
+            f"+tiling.tile_px_{resolution}={spec.input_px}`.")
 
 
 @dataclass
@@ -164,10 +202,11 @@ def load_encoder(name: str, *, weights: str | Path | None = None) -> LoadedEncod
     if spec.kind != FROZEN:
         raise EncoderError(f"encoder={name!r} has no embedding ({spec.summary}); it trains a network from scratch "
                            "on pixels. Fix: pick a pretrained encoder, e.g. encoder=lite0.")
-    model = spec.build()
     path = sha = None
-    if spec.weights is not None:
+    if spec.weights is not None:  # found (or refused) before building: a ViT-g takes a while to build
         path, sha = locate_weights(spec, weights)
+    model = spec.build()
+    if path is not None:
         state = read_state_dict(path)
         assert spec.load_state is not None, f"encoder {name}: weights given but no load_state"
         spec.load_state(model, state, path)
@@ -182,5 +221,5 @@ def load_encoder(name: str, *, weights: str | Path | None = None) -> LoadedEncod
                          identity=encoder_identity(spec, sha))
 
 
-__all__ = ["EncoderSpec", "FROZEN", "LoadedEncoder", "SCRATCH", "WeightsSource", "encoder_identity", "encoder_key",
-           "get_encoder", "identity_of", "list_encoders", "load_encoder", "register_encoder"]
+__all__ = ["EncoderSpec", "FROZEN", "LoadedEncoder", "SCRATCH", "WeightsSource", "check_tile_mpp", "encoder_identity",
+           "encoder_key", "get_encoder", "identity_of", "list_encoders", "load_encoder", "register_encoder"]

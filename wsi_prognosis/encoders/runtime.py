@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnx")
 ONNX_OPSET = 17
-EXPORT_VERSION = 1          # bump when PreprocessedEncoder changes: cached exports are then remade
+EXPORT_VERSION = 2          # bump when PreprocessedEncoder or the export layout changes: exports are remade
 
 
 class PreprocessedEncoder(nn.Module):
@@ -90,22 +90,38 @@ def onnx_available() -> bool:
 
 
 def export_onnx(module: PreprocessedEncoder, key: str) -> Path:
-    """The module as an ONNX file (dynamic batch, fixed tile px), exported once and cached by `key`."""
-    from wsi_prognosis.atomic import atomic_path
+    """The module as an ONNX file (dynamic batch, fixed tile px), exported once and cached by `key`.
 
-    target = cache_dir() / "onnx" / f"{key}-v{EXPORT_VERSION}-torch{torch.__version__.split('+')[0]}.onnx"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros((2, module.tile_px, module.tile_px, 3), dtype=torch.uint8)
-    log.info("exporting the encoder to ONNX (once; cached as %s)", target)
+    Each export has a folder of its own: a network over 2 GB (ViT-H, ViT-g) is saved with its tensors as
+    separate files named after the tensors, which would collide between encoders in a shared folder. The
+    folder is written under a temporary name and renamed when complete."""
+    import shutil
     import warnings
 
-    with atomic_path(target) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
-        torch.onnx.export(module.eval(), (example,), str(tmp), input_names=["tiles"], output_names=["embedding"],
-                          dynamic_axes={"tiles": {0: "n"}, "embedding": {0: "n"}}, opset_version=ONNX_OPSET,
-                          dynamo=False)
+    folder = cache_dir() / "onnx" / f"{key}-v{EXPORT_VERSION}-torch{torch.__version__.split('+')[0]}"
+    target = folder / "model.onnx"
+    if target.is_file():
+        return target
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros((2, module.tile_px, module.tile_px, 3), dtype=torch.uint8)
+    log.info("exporting the encoder to ONNX (once; cached in %s)", folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
+            torch.onnx.export(module.eval(), (example,), str(tmp / "model.onnx"), input_names=["tiles"],
+                              output_names=["embedding"], dynamic_axes={"tiles": {0: "n"}, "embedding": {0: "n"}},
+                              opset_version=ONNX_OPSET, dynamo=False)
+        os.chmod(tmp, 0o755)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process finished the same export first
+            if not target.is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return target
 
 
@@ -165,6 +181,8 @@ class TileEmbedder:
         self.bf16 = config.bf16 and on_gpu
 
     def _onnx_session(self) -> Any:
+        import shutil
+
         import onnxruntime as ort
 
         path = export_onnx(self.module, f"{self.encoder.spec.name}-{self.encoder.key}-{self.tile_px}px")
@@ -176,7 +194,7 @@ class TileEmbedder:
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - a truncated cache file: export again
             log.warning("%s: cached ONNX export unreadable (%s); exporting again", path, exc)
-            path.unlink(missing_ok=True)
+            shutil.rmtree(path.parent, ignore_errors=True)
             path = export_onnx(self.module, f"{self.encoder.spec.name}-{self.encoder.key}-{self.tile_px}px")
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 

@@ -44,12 +44,25 @@ def _package_file(package: str, rel: str) -> Path | None:
 
 
 def _hf_cached(repo: str, filename: str) -> Path | None:
+    """The file in the local Hugging Face cache, or None; never the network. Hub repo ids ignore case but the
+    cache folders keep the spelling of the download (`hf-hub:MahmoodLab/uni` and `MahmoodLab/UNI` are one
+    repo), so a folder spelled otherwise is tried too."""
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import constants, try_to_load_from_cache
     except ImportError:
         return None
-    found = try_to_load_from_cache(repo_id=repo, filename=filename)
-    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+    spellings = [repo]
+    folder = "models--" + repo.replace("/", "--")
+    try:
+        spellings += [p.name[len("models--"):].replace("--", "/", 1) for p in Path(constants.HF_HUB_CACHE).iterdir()
+                      if p.name.lower() == folder.lower() and p.name != folder]
+    except OSError:
+        pass
+    for spelling in spellings:
+        found = try_to_load_from_cache(repo_id=spelling, filename=filename)
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found)
+    return None
 
 
 def candidate_places(spec: "EncoderSpec", override: str | Path | None) -> list[tuple[str, Path | None]]:

@@ -4,7 +4,7 @@ Layout::
 
     bundle/
       bundle.json            members, tile spec, aggregation, thresholds, configs, versions, id
-      members/<name>.pt      a backbone state_dict (torch.save), sha256 recorded in bundle.json
+      members/<name>.pt      a backbone, head, or fine-tuned encoder + head state_dict (torch.save), sha256 in bundle.json
 
 `load_bundle` re-hashes every weights file and refuses a missing or changed one by name; weights
 are read with `torch.load(weights_only=True)`, so a bundle can never run code. The bundle id is
@@ -42,7 +42,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "wsi-prognosis-bundle/2"      # /2: members may be feature heads (encoder, head)
-READABLE_FORMATS = ("wsi-prognosis-bundle/1", BUNDLE_FORMAT)
+# /3: a member may carry its own fine-tuned encoder (encoder.finetuned); written only by bundles that have one,
+# so a reader that knows no fine-tuning refuses them by format instead of misreading the weights
+FINETUNED_FORMAT = "wsi-prognosis-bundle/3"
+READABLE_FORMATS = ("wsi-prognosis-bundle/1", BUNDLE_FORMAT, FINETUNED_FORMAT)
 BUNDLE_FILE = "bundle.json"
 _ID_EXCLUDED = ("id", "created_at", "versions")
 
@@ -60,13 +63,21 @@ class Member:
     pooling: dict[str, Any]           # {"method": ..., params}
     tuning_metrics: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
-    encoder: dict[str, Any] | None = None   # frozen encoder: {name, weights_sha256, dim, preprocessing, feature_set, stain}
+    encoder: dict[str, Any] | None = None   # frozen encoder: {name, weights_sha256, dim, preprocessing, feature_set, stain};
+                                            # fine-tuned: {name, weights_sha256 (base), dim, preprocessing,
+                                            # finetuned: "all" | "last:N", finetuned_sha256 (its own encoder)}
     head: dict[str, Any] | None = None      # feature head: models.heads.HeadConfig fields + dim
 
     @property
     def on_features(self) -> bool:
-        """A head on a frozen encoder's features (else a CNN on pixels)."""
+        """A head on an encoder's features (a frozen encoder's or its own fine-tuned one's; else a CNN on pixels)."""
         return self.head is not None
+
+    @property
+    def finetuned(self) -> str | None:
+        """"all" | "last:N" when the member carries its own fine-tuned encoder (weights file: encoder + head)."""
+        value = (self.encoder or {}).get("finetuned")
+        return None if value in (None, "none") else str(value)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,8 +134,10 @@ class Bundle:
             ) from exc
 
     def load_model(self, member: Member, device: str | torch.device = "cpu") -> nn.Module:
-        """The member's network with its weights, in eval mode on `device`: its feature head, or its CNN
-        backbone (channels_last)."""
+        """The member's network with its weights, in eval mode on `device`: its feature head, a fine-tuned
+        member's `FinetuneNetwork` (its own encoder and head), or its CNN backbone (channels_last)."""
+        if member.finetuned:
+            return _finetuned_network(self.weights_path(member), member, self.load_state_dict(member)).to(device).eval()
         if member.head is not None:
             from wsi_prognosis.models.heads import build_head
 
@@ -149,6 +162,30 @@ class Bundle:
         )
 
 
+def _finetuned_network(path: Path, member: Member, state: dict[str, torch.Tensor]) -> nn.Module:
+    """A fine-tuned member's encoder (the registry's architecture, the member's own weights: no base weights file
+    needed) and head, checked against the sha256 of its encoder recorded at training."""
+    from wsi_prognosis.encoders import get_encoder
+    from wsi_prognosis.models.finetune_lit import encoder_state, network_for, state_sha256
+    from wsi_prognosis.models.heads import HeadConfig
+
+    encoder = member.encoder or {}
+    spec = get_encoder(str(encoder["name"]))
+    head = HeadConfig(**{k: v for k, v in (member.head or {}).items() if k in HeadConfig.__dataclass_fields__})
+    network = network_for(spec, spec.build(), tile_px=int(member.preprocessing["tile_px"]), head=head)
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        raise BundleError(f"{path}: weights do not fit the fine-tuned {spec.name} encoder and {member.arch} head of "
+                          f"member {member.name} ({str(exc)[:300]}). Fix: rebuild the bundle with `select` from the "
+                          "member's run folder.") from exc
+    own = state_sha256(encoder_state(state))
+    if encoder.get("finetuned_sha256") and own != encoder["finetuned_sha256"]:
+        raise BundleError(f"{path}: the encoder weights of member {member.name} hash to {own[:12]}…, bundle.json "
+                          f"records {str(encoder['finetuned_sha256'])[:12]}…. Fix: rebuild the bundle with `select`.")
+    return network
+
+
 def _read_verified(path: Path, sha256: str) -> bytes:
     if not path.is_file():
         raise BundleError(f"{path}: weights file missing from the bundle. Fix: copy the whole bundle folder or rebuild it with `select`.")
@@ -171,7 +208,7 @@ def _bundle_record(*, members: Sequence[Member], tile_spec: dict[str, Any], aggr
                    training_configs: dict[str, Any], parent_id: str | None, versions: dict[str, str] | None = None,
                    created_at: str | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {
-        "format": BUNDLE_FORMAT,
+        "format": FINETUNED_FORMAT if any(m.finetuned for m in members) else BUNDLE_FORMAT,
         "members": [m.to_dict() for m in members],
         "tile_spec": tile_spec,
         "aggregation": aggregation,

@@ -186,9 +186,13 @@ def embed_slides(rows: Sequence[dict[str, Any]], tiles_dir: Path, out_root: Path
                    views=options.views if str(row.get("cohort", "")) in options.view_cohorts else 0) for row in rows]
     decided: dict[str, dict[str, Any]] = {}   # slide_id -> its row, decided without embedding
     opened: list[_Task] = []
+    from wsi_prognosis.encoders.registry import check_tile_mpp
+
     for task in tasks:
         try:
             _open_task(task, options)
+            for res, grid in task.grids.items():  # an encoder sees tiles at the scale it was trained at, or none
+                check_tile_mpp(encoder.spec, grid.mpp, res, tile_px=grid.tile_px)
         except WsiPrognosisError as exc:
             decided[_id(task)] = _row(task, "failed", str(exc))
             continue

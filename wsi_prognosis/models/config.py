@@ -31,6 +31,9 @@ class ModelConfig:
     pooling: dict[str, Any] = field(default_factory=lambda: {"method": "mean"})   # encoder=none: tile-logit pooling
     optim: dict[str, Any] = field(default_factory=dict)
     head: dict[str, Any] = field(default_factory=dict)   # frozen encoders: the feature head (models.heads.HeadConfig)
+    finetune: str = "none"           # none | all | last:N (encoders.blocks): train the encoder on pixels with the head
+    finetune_lr_scale: float = 0.1   # fine-tuning: the encoder's learning rate = optim.lr * this
+    grad_checkpointing: bool = True  # fine-tuning: recompute ViT block activations in the backward pass
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class TrainerConfig:
     num_sanity_val_steps: int = 0
     enable_progress_bar: bool = True
     logger: str = "csv"              # csv | tensorboard | mlflow (next to the CSV log; extras: tracking)
+    cpu_threads: int | None = None   # torch threads on a CPU; None: 1 for heads on features (small matrices: more
+                                     # threads only wait on each other), every core for CNNs on pixels
 
 
 @dataclass(frozen=True)

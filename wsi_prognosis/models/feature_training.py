@@ -84,4 +84,5 @@ def prepare_features(config: "TrainConfig", train_table: pd.DataFrame, tune_tabl
               "head": {**head.to_dict(), "dim": dim}, "preprocessing": preprocessing,
               "tile_spec": tile_spec_from_store(train_bags[0].tiles_file)}
     n_tiles = int(sum(b.n_tiles for b in train_bags))
-    return Prepared(train_bags, tune_bags, left_out, n_tiles, record, build, "head.")
+    # one thread: a head's matrices are tiny, so a second thread only waits on the first
+    return Prepared(train_bags, tune_bags, left_out, n_tiles, record, build, "head.", cpu_threads=1)

@@ -30,10 +30,10 @@ HEAD_POOLINGS = ("mean", "attention", "topk")
 @dataclass(frozen=True)
 class HeadConfig:
     pooling: str = "attention"      # mean | attention | topk
-    hidden: int = 128               # tile embedding width after the first layer
-    attention_hidden: int = 64      # gated attention's width
-    dropout: float = 0.25           # on the hidden tile embedding (training only)
-    input_dropout: float = 0.0      # on the standardised input features (training only)
+    hidden: int = 32                # tile embedding width after the first layer
+    attention_hidden: int = 32      # gated attention's width
+    dropout: float = 0.5            # on the hidden tile embedding (training only)
+    input_dropout: float = 0.3      # on the standardised input features (training only)
     k_fraction: float = 0.1         # topk: share of a bag's tiles averaged
 
     def __post_init__(self) -> None:

@@ -106,8 +106,13 @@ class TunedModule(pl.LightningModule):
         if not self.trainer.sanity_checking:
             self.history.append({"epoch": int(self.current_epoch), **{k: float(v) for k, v in metrics.items()}})
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups: every trainable parameter at `optim.lr` (a fine-tuned encoder
+        overrides this to train its encoder at a lower rate). The schedule scales each group's own rate."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": self.optim.lr}]
+
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        optimizer = torch.optim.AdamW(self.param_groups(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(self.optim.warmup_fraction * total)
         floor = self.optim.min_lr_ratio

@@ -1,5 +1,8 @@
 """Train one ensemble member end to end: labels -> bags -> Lightning fit -> member folder.
 
+A *recipe* prepares what is trained: `prepare_pixels` (encoder=none, a CNN from scratch on pixels),
+`feature_training.prepare_features` (a head on a frozen encoder's cached features) or
+`finetune_training.prepare_finetune` (model.finetune=all|last:N: the encoder and a head on pixels).
 Called by `stages/train.py` with a validated `TrainConfig`. Writes, in the member folder:
 member.json (name, resolution, arch, pooling, preprocessing, tile_spec, seed, config),
 metrics.json (per-epoch and best tuning metrics), best.pt (the best epoch's backbone
@@ -188,9 +191,15 @@ def train_member(config: "TrainConfig") -> dict[str, Any]:
     tune_table = tuning_table(manifest, clinical, config)
     from wsi_prognosis.encoders import SCRATCH, get_encoder
 
+    from wsi_prognosis.encoders.blocks import parse_finetune
+
     scratch = get_encoder(config.encoder.name).kind == SCRATCH
     if scratch:
         prepared = prepare_pixels(config, train_table, tune_table)
+    elif parse_finetune(config.model.finetune).enabled:
+        from wsi_prognosis.models.finetune_training import prepare_finetune
+
+        prepared = prepare_finetune(config, train_table, tune_table)
     else:
         from wsi_prognosis.models.feature_training import prepare_features
 
@@ -207,6 +216,9 @@ def train_member(config: "TrainConfig") -> dict[str, Any]:
     datamodule, module = prepared.build()
     t = config.trainer
     gpu = _is_gpu(t.accelerator)
+    threads = t.cpu_threads if t.cpu_threads is not None else prepared.cpu_threads
+    if threads and not gpu:
+        torch.set_num_threads(int(threads))
     precision = t.precision if t.precision != "auto" else ("bf16-mixed" if gpu else "32-true")
     deterministic = (not gpu) if t.deterministic == "auto" else t.deterministic
     monitor_key = METRIC_KEYS[t.monitor]
@@ -242,7 +254,7 @@ def train_member(config: "TrainConfig") -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if not trainer.is_global_zero:
         return {}
-    return finish_member(member_dir, config, t.monitor, prefix=prepared.prefix,
+    return finish_member(member_dir, config, t.monitor, prefix=prepared.prefix, on_weights=prepared.on_weights,
                          extra={**extra, "train_seconds": round(time.time() - started, 1), "n_train_tiles": prepared.n_tiles})
 
 
@@ -257,6 +269,9 @@ class Prepared:
     record: dict[str, Any]                  # member.json fields: arch, pooling, preprocessing, tile_spec, ...
     build: Callable[[], tuple[pl.LightningDataModule, pl.LightningModule]]
     prefix: str                             # of the network's keys in the Lightning state dict
+    # best.pt's state -> member.json fields to add (a fine-tuned member records its own encoder's sha256)
+    on_weights: Callable[[dict[str, torch.Tensor]], dict[str, Any]] | None = None
+    cpu_threads: int | None = None          # torch threads on a CPU unless trainer.cpu_threads says (None: all)
 
 
 def prepare_pixels(config: "TrainConfig", train_table: pd.DataFrame, tune_table: pd.DataFrame) -> Prepared:
@@ -269,15 +284,7 @@ def prepare_pixels(config: "TrainConfig", train_table: pd.DataFrame, tune_table:
     check_usable(train_bags, tune_bags, left_out, res, config)
     tile_px, mpp = check_grids([(b.grid.tile_px, b.grid.mpp) for b in train_bags + tune_bags], res)
     preprocessing = default_preprocessing(config.model.arch, tile_px=tile_px, mpp=mpp).to_dict()
-    stain_unfitted: list[str] = []
-    if config.data.stain_norm == "macenko":
-        train_bags, target, stain_unfitted = with_stain_normalisation(train_bags)
-        tune_bags, _, tune_unfitted = with_stain_normalisation(tune_bags, target)
-        stain_unfitted += tune_unfitted
-        preprocessing["stain"] = {"method": "macenko", **target.to_dict()}
-        if stain_unfitted:
-            log.warning("%s: stain not estimable on %d slide(s) (too little stained tissue), left as they are: %s",
-                        config.member, len(stain_unfitted), stain_unfitted[:5])
+    train_bags, tune_bags, stain_unfitted = stain_normalised(config, train_bags, tune_bags, preprocessing)
 
     def build() -> tuple[pl.LightningDataModule, pl.LightningModule]:
         return (BagDataModule(train_bags, tune_bags, config.data),
@@ -288,6 +295,23 @@ def prepare_pixels(config: "TrainConfig", train_table: pd.DataFrame, tune_table:
     record = {"arch": config.model.arch, "encoder": None, "pooling": config.model.pooling, "preprocessing": preprocessing,
               "tile_spec": tile_spec_from_store(train_bags[0].tiles_file), "stain_unfitted": stain_unfitted}
     return Prepared(train_bags, tune_bags, left_out, int(sum(b.n_tiles for b in train_bags)), record, build, "backbone.")
+
+
+def stain_normalised(config: "TrainConfig", train_bags: list[Any], tune_bags: list[Any],
+                     preprocessing: dict[str, Any]) -> tuple[list[Any], list[Any], list[str]]:
+    """With data.stain_norm=macenko, pixel bags with their slide's stain matrix onto the training slides' median
+    target (recorded in `preprocessing["stain"]`, applied again at score time); the slides whose stain could
+    not be estimated are returned (left as they are)."""
+    if config.data.stain_norm != "macenko":
+        return train_bags, tune_bags, []
+    train_bags, target, unfitted = with_stain_normalisation(train_bags)
+    tune_bags, _, tune_unfitted = with_stain_normalisation(tune_bags, target)
+    unfitted += tune_unfitted
+    preprocessing["stain"] = {"method": "macenko", **target.to_dict()}
+    if unfitted:
+        log.warning("%s: stain not estimable on %d slide(s) (too little stained tissue), left as they are: %s",
+                    config.member, len(unfitted), unfitted[:5])
+    return train_bags, tune_bags, unfitted
 
 
 def check_usable(train_bags: list[Any], tune_bags: list[Any], left_out: dict[str, list[str]], res: str,
@@ -327,9 +351,10 @@ def experiment_loggers(kind: str, member_dir: Path, member: str) -> list[Any]:
 
 
 def finish_member(member_dir: Path, config: "TrainConfig", monitor: str, extra: dict[str, Any],
-                  prefix: str = "backbone.") -> dict[str, Any]:
-    """best.ckpt -> best.pt (the network's state_dict only: `prefix` backbone. or head.), final metrics.json,
-    run_train.json."""
+                  prefix: str = "backbone.",
+                  on_weights: Callable[[dict[str, torch.Tensor]], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """best.ckpt -> best.pt (the network's state_dict only: `prefix` backbone., head. or network.), member.json
+    completed by `on_weights` (before metrics.json says finished), final metrics.json, run_train.json."""
     best_ckpt = member_dir / "best.ckpt"
     source = best_ckpt if best_ckpt.is_file() else member_dir / "last.ckpt"
     if not source.is_file():
@@ -347,6 +372,11 @@ def finish_member(member_dir: Path, config: "TrainConfig", monitor: str, extra: 
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     with atomic_path(member_dir / BEST_WEIGHTS) as tmp:
         torch.save(state, tmp)
+    if on_weights is not None:
+        member = json.loads((member_dir / MEMBER_FILE).read_text())
+        for key, value in on_weights(state).items():
+            member[key] = {**member[key], **value} if isinstance(value, dict) and isinstance(member.get(key), dict) else value
+        write_text_atomic(member_dir / MEMBER_FILE, json.dumps(member, indent=2) + "\n")
     best_epoch_index = int(checkpoint["epoch"])
     best = next((row for row in history if row["epoch"] == best_epoch_index), None)
     record = write_metrics(member_dir / METRICS_FILE, history, monitor, finished=False,

@@ -23,18 +23,23 @@ PATIENT_COLUMNS = ("patient_id", "cohort", "score", "risk_group", "n_slides")
 PATIENT_AGGREGATIONS = ("mean", "max")
 
 
+MEMBER_AGGREGATIONS = ("mean", "weighted")
+
+
 def resolve_patient_aggregation(bundle_aggregation: Mapping[str, Any] | None, configured: str | None) -> str:
     """The patient rule: the configured one, else the bundle's `aggregation.patient`, else mean.
 
-    Also checks the bundle's member rule: the ensemble score is the mean of the members.
+    Also checks the bundle's member rule: the mean of the members, or their mean weighted by
+    `aggregation.weights` (select's `weighted`: each member's tuning C above chance).
     """
     from wsi_prognosis.errors import BundleError
 
     aggregation = dict(bundle_aggregation or {})
-    if aggregation.get("members", "mean") != "mean":
+    if aggregation.get("members", "mean") not in MEMBER_AGGREGATIONS or (
+            aggregation.get("members") == "weighted" and not isinstance(aggregation.get("weights"), Mapping)):
         raise BundleError(
-            f"bundle aggregation.members={aggregation['members']!r}: scoring averages the members (mean) only. "
-            "Fix: rebuild the bundle with `select` (aggregation.members=mean)."
+            f"bundle aggregation.members={aggregation.get('members')!r}: scoring averages the members (mean, or "
+            "weighted with aggregation.weights). Fix: rebuild the bundle with `select`."
         )
     method = configured if configured is not None else str(aggregation.get("patient", "mean"))
     if method not in PATIENT_AGGREGATIONS:
@@ -42,10 +47,28 @@ def resolve_patient_aggregation(bundle_aggregation: Mapping[str, Any] | None, co
     return method
 
 
-def ensemble_score(member_scores: Mapping[str, float]) -> float:
-    """The ensemble score: the mean of the members' slide scores."""
-    values = [float(v) for v in member_scores.values()]
-    return float(np.mean(values)) if values else math.nan
+def ensemble_score(member_scores: Mapping[str, float], weights: Mapping[str, float] | None = None) -> float:
+    """The ensemble score: the mean of the members' slide scores, or their weighted mean (`weights` by member
+    name, as the bundle's aggregation records them; members without a weight count 0)."""
+    if not member_scores:
+        return math.nan
+    values = np.array([float(v) for v in member_scores.values()])
+    if not weights:
+        return float(values.mean())
+    w = np.array([float(weights.get(name, 0.0)) for name in member_scores])
+    return float((w * values).sum() / w.sum()) if w.sum() > 0 else float(values.mean())
+
+
+def member_weights(tuning_values: Mapping[str, float]) -> dict[str, float]:
+    """select's `weighted` rule: each member's weight is its tuning metric above chance (C or AUC - 0.5,
+    floored at 0), normalised to sum 1; when no member beats chance, equal weights. A member that ranks the
+    tuning patients no better than chance then adds nothing but noise to the ensemble (a resolution that does
+    not carry a cohort's signal), which the plain mean would average in."""
+    raw = {name: max(0.0, float(v) - 0.5) if v == v else 0.0 for name, v in tuning_values.items()}
+    total = sum(raw.values())
+    if total <= 0:
+        return {name: 1.0 / len(raw) for name in raw} if raw else {}
+    return {name: round(v / total, 6) for name, v in raw.items()}
 
 
 def slide_table(

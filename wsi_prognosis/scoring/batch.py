@@ -155,13 +155,12 @@ def run_plans(plans: list[SlidePlan], bundle: Any, out: Path, options: ScoreOpti
     from tqdm.auto import tqdm
 
     from wsi_prognosis.scoring.engine import run_jobs
+    from wsi_prognosis.scoring.members import member_feature_spec
     from wsi_prognosis.slides import TileReader
 
     keys_by_res: dict[str, set[str]] = {}
     for m in bundle.members:
         if m.on_features:
-            from wsi_prognosis.scoring.members import member_feature_spec
-
             keys_by_res.setdefault(m.resolution, set()).add(member_feature_spec(m).key)
     pixel_res = {m.resolution for m in bundle.members if not m.on_features}
 

@@ -63,7 +63,7 @@ def _finish_slide(plan: SlidePlan, result: SlideLogits, ensemble: Any, bundle: A
         tiles.append(TileScores(res, plan.coords[res], plan.tile_l0_px[res], probs.mean(axis=0),
                                 {n: p for n, p in zip(names, probs)}))
     ordered = {m.name: member_scores[m.name] for m in bundle.members if m.name in member_scores}
-    score = ensemble_score(ordered)
+    score = ensemble_score(ordered, (bundle.aggregation or {}).get("weights"))
     records.write_tile_scores(out, row["slide_id"], arrays)
     exports, export_error = _write_exports(plan, tiles, score, out, options)
     return {

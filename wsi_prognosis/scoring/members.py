@@ -1,5 +1,8 @@
 """A bundle's members made ready to score: CNNs on pixels, frozen encoders, and the heads on their features.
 
+A fine-tuned member (model.finetune) brings its own encoder: it gets a `TileEncoder` of its own, keyed by
+its own weights, shared with no other member and never fed from a feature store.
+
 Members trained on the same features (same encoder, weights, preprocessing and stain target) share one
 encoder: a tile is embedded once and every head of that feature set pools the same embeddings. An
 encoder is loaded from the registry and must be the one the members were trained with (its weights'
@@ -24,8 +27,14 @@ IDENTITY_KEYS = ("name", "weights_sha256", "dim", "preprocessing")
 
 
 def member_feature_spec(member: Any) -> FeatureSpec:
-    """The feature set a head member was trained on (what a feature store must match)."""
+    """The feature set a head member was trained on (what a feature store must match). A fine-tuned member's
+    features are its own: their identity is its own encoder's sha256 and its name, so its key is shared with
+    no other member and no feature store is ever made for it."""
     encoder = member.encoder or {}
+    if getattr(member, "finetuned", None):
+        identity = {**{k: encoder.get(k) for k in IDENTITY_KEYS}, "weights_sha256": encoder.get("finetuned_sha256"),
+                    "finetuned": member.finetuned, "member": member.name}
+        return FeatureSpec(encoder=identity, stain=member.preprocessing.get("stain"))
     return FeatureSpec(encoder={k: encoder.get(k) for k in IDENTITY_KEYS}, stain=encoder.get("stain"))
 
 
@@ -46,13 +55,6 @@ class LoadedEnsemble:
 
     def runner(self, config: EngineConfig) -> EnsembleRunner:
         return EnsembleRunner(self.pixel, config, self.encoders)
-
-    def encoder_keys(self, resolution: str) -> set[str]:
-        return {e.name for e in self.encoders if e.resolution == resolution}
-
-    def pixels_needed(self, resolution: str) -> bool:
-        """True when a pixel member scores `resolution` (its tiles must then be read whatever is cached)."""
-        return any(m.resolution == resolution for m in self.pixel)
 
     @torch.inference_mode()
     def score(self, resolution: str, outputs: Mapping[str, np.ndarray]) -> dict[str, MemberOutput]:
@@ -94,6 +96,32 @@ def _encoder(spec: FeatureSpec, resolution: str, tile_px: int, engine: EngineCon
     return TileEncoder(name=spec.key, resolution=resolution, embed=embedder.embed_tensor, stain_target=target)
 
 
+def _finetuned_encoder(member: Any, network: Any, spec: FeatureSpec, engine: EngineConfig) -> TileEncoder:
+    """A fine-tuned member's own encoder as a `TileEncoder` (its own output key): the network it was trained
+    with, run like any encoder (ONNX Runtime on CPU, exported once and cached under its own weights' sha256)."""
+    from wsi_prognosis.encoders import EmbedderConfig, TileEmbedder, get_encoder
+    from wsi_prognosis.encoders.registry import LoadedEncoder
+    from wsi_prognosis.models.stain import StainFit
+
+    registry = get_encoder(str(spec.encoder["name"]))
+    recorded = (member.encoder or {}).get("preprocessing")
+    if recorded != registry.preprocessing():
+        raise BundleError(
+            f"member {member.name} fine-tuned {registry.name} with preprocessing {recorded}, but the registry's "
+            f"{registry.name} now prepares tiles with {registry.preprocessing()}. Fix: score with the wsi-prognosis "
+            "version the bundle was trained with (bundle.json versions), or retrain the member.")
+    model = network.encoder.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    loaded = LoadedEncoder(spec=registry, model=model, weights_path=None, weights_sha256=spec.encoder["weights_sha256"],
+                           identity=dict(spec.encoder))
+    embedder = TileEmbedder(loaded, int(member.preprocessing["tile_px"]),
+                            EmbedderConfig(device=engine.device, batch_tiles=engine.batch_tiles, bf16=engine.bf16,
+                                           channels_last=engine.channels_last))
+    target = StainFit.from_dict(spec.stain) if spec.stain else None
+    return TileEncoder(name=spec.key, resolution=member.resolution, embed=embedder.embed_tensor, stain_target=target)
+
+
 def load_ensemble(bundle: Any, engine: EngineConfig, encoder_weights: Mapping[str, str] | None = None,
                   *, with_encoders: bool = True) -> LoadedEnsemble:
     """Every member's network (weights re-verified by the bundle), and one encoder per feature set and
@@ -108,8 +136,14 @@ def load_ensemble(bundle: Any, engine: EngineConfig, encoder_weights: Mapping[st
                                                Preprocessing.from_dict(m.preprocessing)))
             continue
         spec = member_feature_spec(m)
-        ensemble.heads[m.name] = bundle.load_model(m, device="cpu")
         ensemble.feature_specs[m.name] = spec
+        if m.finetuned:  # its own encoder, never shared; always embedded (no feature store holds its features)
+            network = bundle.load_model(m, device="cpu")
+            ensemble.heads[m.name] = network.head
+            if with_encoders:
+                ensemble.encoders.append(_finetuned_encoder(m, network, spec, engine))
+            continue
+        ensemble.heads[m.name] = bundle.load_model(m, device="cpu")
         if with_encoders and (m.resolution, spec.key) not in seen:
             seen.add((m.resolution, spec.key))
             weights = (encoder_weights or {}).get(str(spec.encoder["name"]))

@@ -42,7 +42,9 @@ def model_key(bundle: Any) -> str:
     calibrated bundle reuses every finished slide.
     """
     members = [[m.name, m.resolution, m.arch, m.sha256, m.preprocessing, m.pooling, m.encoder] for m in bundle.members]
-    payload = json.dumps([members, bundle.tile_spec], sort_keys=True, default=str)
+    members_rule = {k: v for k, v in (bundle.aggregation or {}).items() if k != "patient"}  # the slide score's
+    payload = json.dumps([members, bundle.tile_spec] + ([members_rule] if members_rule.get("weights") else []),
+                         sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -76,8 +76,8 @@ def stored_features(store: Any, slide_id: str, res: str, bundle: Any, features: 
         return {}
     found: dict[str, Path] = {}
     for member in bundle.members:
-        if member.resolution != res or not member.on_features:
-            continue
+        if member.resolution != res or not member.on_features or member.finetuned:
+            continue  # a fine-tuned member's features are its own: always embedded
         spec = member_feature_spec(member)
         path = feature_store_path(features, spec, slide_id)
         if spec.key in found or not path.is_file():

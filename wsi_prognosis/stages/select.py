@@ -43,8 +43,10 @@ def parse_config(cfg: DictConfig) -> SelectConfig:
     if metric not in (None, "c_index", "auc_extremes"):
         raise ConfigurationError(f"metric={metric!r}: use c_index, auc_extremes or null (each member's monitor).")
     aggregation = dict(c.get("aggregation") or {})
-    if aggregation.get("members", "mean") != "mean" or aggregation.get("patient", "mean") not in ("mean", "max"):
-        raise ConfigurationError(f"aggregation={aggregation}: members must be mean; patient mean or max.")
+    from wsi_prognosis.scoring.aggregate import MEMBER_AGGREGATIONS
+
+    if aggregation.get("members", "mean") not in MEMBER_AGGREGATIONS or aggregation.get("patient", "mean") not in ("mean", "max"):
+        raise ConfigurationError(f"aggregation={aggregation}: members one of {list(MEMBER_AGGREGATIONS)}; patient mean or max.")
     smoothing = c.get("smoothing", 0)
     if not isinstance(smoothing, int) or isinstance(smoothing, bool) or smoothing < 0:
         raise ConfigurationError(f"smoothing={smoothing!r}: must be an integer >= 0 (epochs either side of the best).")
@@ -80,8 +82,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             encoder=c.record.get("encoder"), head=c.record.get("head"),
             seed=c.record.get("seed"),
         ), c.weights))
+    aggregation = dict(config.aggregation)
+    if aggregation.get("members") == "weighted":
+        from wsi_prognosis.scoring.aggregate import member_weights
+
+        aggregation["weights"] = member_weights({c.name: c.value for c in chosen})
     bundle = write_bundle(
-        config.out, members, tile_spec=merged_tile_spec(chosen), aggregation=config.aggregation,
+        config.out, members, tile_spec=merged_tile_spec(chosen), aggregation=aggregation,
         training_configs={c.name: c.record.get("config", {}) for c in chosen},
     )
     write_text_atomic(config.out / "selection.csv", ranking.to_csv(index=False))

@@ -1,5 +1,8 @@
 """`wsi-prognosis train manifest=CSV clinical=CSV tiles=DIR [features=DIR] out=DIR` — train one ensemble member.
 
+With `model.finetune=all|last:N` the member fine-tunes its encoder on pixels (no features= needed; one given
+is ignored): `models.finetune_training`.
+
 The member folder is `out/<member>` where the member name is built from resolution, model, seed
 and any other overrides (so a `--multirun` sweep writes one folder per candidate). It holds
 member.json, metrics.json, best.pt (backbone state_dict), best.ckpt/last.ckpt (Lightning) and
@@ -102,9 +105,19 @@ def parse_config(cfg: DictConfig) -> TrainConfig:
 
     _section(HeadConfig, model.head, "model.head")  # validated here, built by the recipe
     encoder = _section(EncoderChoice, resolved.get("encoder"), "encoder")
-    from wsi_prognosis.encoders import get_encoder
+    from wsi_prognosis.encoders import FROZEN, get_encoder
 
-    get_encoder(encoder.name)  # an unknown name fails before any work, listing the names
+    spec = get_encoder(encoder.name)  # an unknown name fails before any work, listing the names
+    from wsi_prognosis.encoders.blocks import parse_finetune
+
+    finetune = parse_finetune(model.finetune)
+    if finetune.enabled and spec.kind != FROZEN:
+        raise ConfigurationError(f"model.finetune={model.finetune}: encoder={encoder.name} has no pretrained encoder to "
+                                 "fine-tune (it trains model.arch from scratch, all of it). Fix: a pretrained encoder, "
+                                 "e.g. encoder=lite0, or model.finetune=none.")
+    if not model.finetune_lr_scale > 0:
+        raise ConfigurationError(f"model.finetune_lr_scale={model.finetune_lr_scale}: must be > 0 (the encoder's "
+                                 "learning rate is model.optim.lr times it). Fix: e.g. 0.1.")
     features = resolved.get("features")
     if data_config.bag_size < 1 or data_config.batch_size < 1:
         raise ConfigurationError("data.bag_size and data.batch_size must be >= 1.")
@@ -113,7 +126,7 @@ def parse_config(cfg: DictConfig) -> TrainConfig:
         tiles=Path(str(resolved["tiles"])), out=Path(str(resolved["out"])), member=str(resolved["member"]),
         resolution=str(resolved["resolution"]), seed=int(resolved["seed"]), resume=bool(resolved["resume"]),
         model=model, data=data_config, trainer=trainer, labels=labels, encoder=encoder,
-        features=None if features is None else Path(str(features)), resolved=resolved,
+        features=None if features is None or finetune.enabled else Path(str(features)), resolved=resolved,
     )
 
 

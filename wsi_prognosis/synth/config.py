@@ -51,8 +51,8 @@ class SynthConfig:
     outcome: OutcomeParams = field(default_factory=OutcomeParams)
     # slide geometry (level 0)
     base_mpp: float = 0.25
-    width_px: int = 1536
-    height_px: int = 1216
+    width_px: int = 2560
+    height_px: int = 1920
     size_jitter: float = 0.08           # +- fraction, drawn independently of r
     tissue_fraction: float = 0.5
     tissue_fraction_jitter: float = 0.08
