@@ -83,6 +83,14 @@ def test_a_tampered_bundle_is_refused(tmp_path, bundle_copy, synth_cohort, capsy
     assert not (out / "scores.csv").exists() and not (out / "slides").exists()
 
 
+def _assert_same_table(path: Path, expected: Path) -> None:
+    got, want = pd.read_csv(path), pd.read_csv(expected)
+    assert list(got.columns) == list(want.columns) and len(got) == len(want)
+    numbers = want.select_dtypes("number").columns
+    pd.testing.assert_frame_equal(got.drop(columns=numbers), want.drop(columns=numbers))
+    np.testing.assert_allclose(got[numbers].to_numpy(float), want[numbers].to_numpy(float), rtol=1e-6, atol=1e-6)
+
+
 def test_killed_batch_resumes_to_identical_scores(tmp_path, reference, small_bundle, synth_cohort):
     out = tmp_path / "out"
     args = [sys.executable, "-m", "wsi_prognosis.cli", "score", f"bundle={small_bundle}",
@@ -104,8 +112,10 @@ def test_killed_batch_resumes_to_identical_scores(tmp_path, reference, small_bun
     stamps = {s: (out / "slides" / f"{s}.json").stat().st_mtime_ns for s in done_before}
     assert cli("score", f"bundle={small_bundle}", f"manifest={synth_cohort / 'manifest.csv'}", f"out={out}",
                f"tiles={synth_cohort / 'tiles'}", *FAST_ENGINE) == 0
-    assert (out / "scores.csv").read_bytes() == (reference / "scores.csv").read_bytes()
-    assert (out / "patient_scores.csv").read_bytes() == (reference / "patient_scores.csv").read_bytes()
+    # the killed run batched 4 tiles in a worker process: ONNX Runtime's float32 sums may round
+    # differently per batch, so numbers agree to float precision and everything else exactly
+    for table in ("scores.csv", "patient_scores.csv"):
+        _assert_same_table(out / table, reference / table)
     # finished slides were skipped, not redone
     assert {s: (out / "slides" / f"{s}.json").stat().st_mtime_ns for s in done_before} == stamps
     record = json.loads((out / "run_score.json").read_text())

@@ -176,10 +176,15 @@ def run_plans(plans: list[SlidePlan], bundle: Any, out: Path, options: ScoreOpti
             job.stain = slide_stain(job)
     by_id = {p.row["slide_id"]: p for p in plans}
     total = sum(len(j.coords) for j in jobs)
-    bar = tqdm(total=total, unit="tile", desc=f"scoring {len(plans)} slide(s)", mininterval=2.0)
     started = time.perf_counter()
-    # heads, pooling, exports and the record of a finished slide run in a thread, beside the engine
-    finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-finish")
+    # heads, pooling, exports and the record of a finished slide run in a thread beside the engine; with nothing
+    # for the engine (every feature from a store) they are all the work: two threads, progress in slides
+    if jobs:
+        bar = tqdm(total=total, unit="tile", desc=f"scoring {len(plans)} slide(s)", mininterval=2.0)
+    else:
+        bar = tqdm(total=len(plans), unit="slide", desc=f"scoring {len(plans)} slide(s) from feature stores",
+                   mininterval=2.0)
+    finisher = ThreadPoolExecutor(max_workers=1 if jobs else 2, thread_name_prefix="score-finish")
     pending: dict[str, Future[str]] = {}
     in_engine = {job.slide_key for job in jobs}
 
@@ -193,6 +198,8 @@ def run_plans(plans: list[SlidePlan], bundle: Any, out: Path, options: ScoreOpti
         if plan.row["slide_id"] not in in_engine:
             pending[plan.row["slide_id"]] = finisher.submit(
                 recorded, finish_and_record, plan, SlideLogits(plan.row["slide_id"]), ensemble, bundle, out, options)
+            if not jobs:
+                pending[plan.row["slide_id"]].add_done_callback(lambda _: bar.update(1))
 
     def run(subset: list[SlidePlan]) -> None:
         subset_jobs = [job for job in jobs if job.slide_key in {p.row["slide_id"] for p in subset}]

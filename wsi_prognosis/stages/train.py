@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 LOGGERS = ("csv", "tensorboard", "mlflow")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-MAX_NAME_EXTRA = 60
+MAX_NAME_EXTRA = 80  # readable names for a few overrides; more become a prefix and a hash
 
 
 def member_name(resolution: str, arch: str, seed: Any, overrides: str = "") -> str:
