@@ -75,6 +75,16 @@ def test_thresholds_are_applied_unchanged_to_test_and_validation(calibrated, syn
     assert load_bundle(out).thresholds == bundle.thresholds and load_bundle(out).id == bundle.id
 
 
+def test_the_tuning_cohort_is_scored_by_one_worker_without_claims(calibrated, synth_cohort):
+    """calibrate scores into the new bundle's own folder alone (claims off there): no .claims, every
+    tuning slide has its record, and the tables are written."""
+    out, _ = calibrated
+    scoring = out / "calibration" / "scoring"
+    n_tuning = int((pd.read_csv(synth_cohort / "manifest.csv")["cohort"] == "tuning").sum())
+    assert not (scoring / ".claims").exists() and (scoring / "patient_scores.csv").is_file()
+    assert len(list((scoring / "slides").glob("*.json"))) == n_tuning == len(read_scores(scoring))
+
+
 def test_reusing_scores_gives_the_same_thresholds(calibrated, small_bundle, tmp_path):
     out, _ = calibrated
     again = tmp_path / "again"

@@ -3,9 +3,9 @@ killed with SIGKILL is taken over, the outputs equal a single worker's, summary.
 
 The workers are real `python -m wsi_prognosis.cli tile ...` processes on the `tiny` synthetic
 cohort. Tiling a tiny slide takes ~20 ms, less than a worker's start-up, so the workers run the CLI
-module through a wrapper that sleeps before each slide is tiled (SLOW_TILE_S) and prints
-`slow: <slide_id>` first: the slides are then spread over the workers, and the test knows which
-slide a worker is in the middle of when it kills it.
+module through a wrapper that sleeps before each slide is tiled (`claims_workers`): the slides are
+then spread over the workers, and the test knows which slide a worker is in the middle of when it
+kills it.
 """
 
 from __future__ import annotations
@@ -16,15 +16,21 @@ import hashlib
 import logging
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
+from claims_workers import (
+    assert_each_once,
+    kill_inside_slide,
+    per_worker,
+    start_worker,
+    stop,
+    wait_all,
+)
 
 from wsi_prognosis.claims import CLAIMS_DIR, ClaimSettings
 from wsi_prognosis.claims import files as claim_files
@@ -36,17 +42,7 @@ TISSUE = {"mask_mpp": 2.0, "min_tissue_area_um2": 2000, "max_hole_area_um2": 200
 OVERRIDES = ["tiling.mpp_10x=2.0", "tiling.mpp_40x=1.0", "tiling.tile_px=32", "tissue.mask_mpp=2.0",
              "tissue.min_tissue_area_um2=2000", "tissue.max_hole_area_um2=2000", "tissue.closing_um=8", "workers=1"]
 
-SLOW_CLI = """
-import os, runpy, sys, time
-import wsi_prognosis.tiling.pipeline as pipeline
-delay, original = float(os.environ.get("SLOW_TILE_S", "0")), pipeline._tile
-def slow(row, *args, **kwargs):
-    print(f"slow: {row['slide_id']}", flush=True)
-    time.sleep(delay)
-    return original(row, *args, **kwargs)
-pipeline._tile = slow
-runpy.run_module("wsi_prognosis.cli", run_name="__main__", alter_sys=True)
-"""
+SLOW_TARGET = "wsi_prognosis.tiling.pipeline:_tile"   # slowed down per slide in the workers (claims_workers)
 TILED = re.compile(r"\] - (\S+): tiled \(")
 
 
@@ -71,11 +67,9 @@ def reference(cohort, tmp_path_factory) -> Path:
     return out
 
 
-def start_worker(cohort: Path, out: Path, log: Path, delay_s: float, *extra: str) -> subprocess.Popen:
-    with open(log, "w") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-c", SLOW_CLI, "tile", f"manifest={cohort / 'manifest.csv'}", f"out={out}", *OVERRIDES,
-             *extra], stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "SLOW_TILE_S": str(delay_s)})
+def start_tile(cohort: Path, out: Path, log: Path, delay_s: float, *extra: str) -> subprocess.Popen:
+    return start_worker(["tile", f"manifest={cohort / 'manifest.csv'}", f"out={out}", *OVERRIDES, *extra], log,
+                        SLOW_TARGET, delay_s)
 
 
 def digests(out: Path) -> dict[str, str]:
@@ -101,45 +95,33 @@ def test_three_workers_tile_every_slide_exactly_once(cohort, reference, tmp_path
     out = tmp_path / "tiles"
     logs = [tmp_path / f"worker{i}.log" for i in range(3)]
     started = time.monotonic()
-    workers = [start_worker(cohort, out, log, 0.2) for log in logs]
-    for worker in workers:
-        assert worker.wait(timeout=120) == 0
+    workers = [start_tile(cohort, out, log, 0.2) for log in logs]
+    wait_all(workers, logs, timeout_s=300)
     elapsed = time.monotonic() - started
     texts = [log.read_text() for log in logs]
-    per_worker = [TILED.findall(text) for text in texts]
-    tiled = Counter(slide for slides in per_worker for slide in slides)
-    assert len(tiled) == 24 and set(tiled.values()) == {1}, tiled               # each slide exactly once
-    assert sum(1 for slides in per_worker if slides) >= 2, [len(s) for s in per_worker]   # the work was shared
-    for text, slides in zip(texts, per_worker):
+    tiled = per_worker(logs, TILED)
+    assert len(assert_each_once(tiled, [p.stem for p in reference.glob("*.h5")])) == 24   # each slide exactly once
+    assert sum(1 for slides in tiled if slides) >= 2, [len(s) for s in tiled]   # the work was shared
+    for text, slides in zip(texts, tiled):
         assert f"this worker handled {len(slides)} of 24 slide(s) ({len(slides)} tiled, 0 already current" in text
         assert "took=" in text and "others=" in text and "taken_over=0" in text  # the progress bar's share
     assert sum("summary.csv: written for all 24 slide(s)" in text for text in texts) == 1
     assert_equal_to_reference(out, reference)
-    print(f"3 workers: {elapsed:.1f} s wall, slides per worker {[len(s) for s in per_worker]}")
+    print(f"3 workers: {elapsed:.1f} s wall, slides per worker {[len(s) for s in tiled]}")
 
 
 def test_a_killed_worker_is_taken_over_and_the_batch_completes(cohort, reference, tmp_path):
     out = tmp_path / "tiles"
     logs = [tmp_path / f"worker{i}.log" for i in range(3)]
-    victim = start_worker(cohort, out, logs[0], 2.0, "claims.stale_s=3")        # slow: killed inside its 2nd slide
-    survivors = [start_worker(cohort, out, log, 0.3, "claims.stale_s=3") for log in logs[1:]]
+    victim = start_tile(cohort, out, logs[0], 2.0, "claims.stale_s=3")        # slow: killed inside its 2nd slide
+    survivors = [start_tile(cohort, out, log, 0.3, "claims.stale_s=3") for log in logs[1:]]
     try:
-        deadline = time.monotonic() + 60
-        while len(markers := re.findall(r"slow: (\S+)\n", logs[0].read_text())) < 2:
-            assert victim.poll() is None and time.monotonic() < deadline, logs[0].read_text()
-            time.sleep(0.02)
-        os.kill(victim.pid, signal.SIGKILL)                                      # it holds the claim on markers[1]
-        assert victim.wait(timeout=10) == -signal.SIGKILL
-        for worker in survivors:
-            assert worker.wait(timeout=120) == 0
+        killed_in = kill_inside_slide(victim, logs[0])                           # it holds the claim on that slide
+        wait_all(survivors, logs[1:], timeout_s=300)
     finally:
-        for worker in [victim, *survivors]:
-            worker.kill()
-            worker.wait()
-    killed_in = markers[1]
+        stop([victim, *survivors])
     texts = [log.read_text() for log in logs]
-    tiled = Counter(slide for text in texts for slide in TILED.findall(text))
-    assert len(tiled) == 24 and set(tiled.values()) == {1}, tiled
+    assert_each_once(per_worker(logs, TILED), [p.stem for p in reference.glob("*.h5")])
     assert killed_in not in TILED.findall(texts[0])
     takeover = f"{killed_in}: taking over the claim of {socket.gethostname()} pid {victim.pid}"
     assert sum(takeover in text for text in texts[1:]) == 1, texts[1:]

@@ -19,20 +19,26 @@ from wsi_prognosis.errors import ConfigurationError
 log = logging.getLogger("wsi_prognosis.claims")
 
 DEFAULT_STALE_S = 300.0
+DEFAULT_BATCH_SLIDES = 8    # score: few enough that the slides spread over workers, enough to keep the engine busy
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class ClaimSettings:
     """The `claims` config group. `heartbeat_s` defaults to stale_s / 4; `poll_s` (how often a waiting
-    worker looks at the few claims others hold) to stale_s / 10, within 0.1 to 1 s."""
+    worker looks at the few claims others hold) to stale_s / 10, within 0.1 to 1 s. `batch_slides`:
+    how many slides `score` claims at a time (it runs them through its engine together; `tile` and
+    `embed` claim one slide at a time, as a process or the reader gets free)."""
 
     enabled: bool = True
     stale_s: float = DEFAULT_STALE_S
     heartbeat_s: float | None = None
     poll_s: float | None = None
+    batch_slides: int = DEFAULT_BATCH_SLIDES
 
     def __post_init__(self) -> None:
+        if isinstance(self.batch_slides, bool) or not isinstance(self.batch_slides, int) or self.batch_slides < 1:
+            raise ConfigurationError(f"claims.batch_slides={self.batch_slides!r}: must be an integer >= 1.")
         for name in ("stale_s", "heartbeat_s", "poll_s"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -46,9 +52,10 @@ class ClaimSettings:
     def from_mapping(cls, values: Mapping[str, Any] | None) -> ClaimSettings:
         """From the `claims` config group (a plain mapping); None keeps the defaults."""
         values = dict(values or {})
-        unknown = sorted(set(values) - {"enabled", "stale_s", "heartbeat_s", "poll_s"})
+        unknown = sorted(set(values) - {"enabled", "stale_s", "heartbeat_s", "poll_s", "batch_slides"})
         if unknown:
-            raise ConfigurationError(f"claims.{unknown[0]}: unknown key. Known: enabled, stale_s, heartbeat_s, poll_s.")
+            raise ConfigurationError(f"claims.{unknown[0]}: unknown key. Known: enabled, stale_s, heartbeat_s, poll_s, "
+                                     "batch_slides.")
         if not isinstance(values.get("enabled", True), bool):
             raise ConfigurationError(f"claims.enabled={values['enabled']!r}: must be true or false.")
         return cls(**{k: v for k, v in values.items() if v is not None})

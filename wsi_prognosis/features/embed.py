@@ -1,21 +1,22 @@
 """The `embed` batch: tile stores -> one feature store per slide, resumable, atomic, shardable.
 
-A reader thread reads and decodes the next tiles (TileReader, stain matrix applied) while the main
-thread runs the encoder (ONNX Runtime and torch release the GIL), so reading hides behind the model;
-a slide's store is written when its last batch is embedded. Finished stores that match the
-encoder, weights, preprocessing, stain target and tile store are skipped; a store made otherwise is
-refused by name (recorded as failed, the batch goes on) unless `remake=true`. Augmented views
-(`views=N`) are embedded for the slides of `view_cohorts` only (training), so heads see stain, blur
-and flips without re-embedding each epoch.
+A reader thread reads and decodes the next tiles (`features.embed_reader`: TileReader, stain matrix
+applied) while the main thread runs the encoder (ONNX Runtime and torch release the GIL), so reading
+hides behind the model; a slide's store is written when its last batch is embedded. Finished stores
+that match the encoder, weights, preprocessing, stain target and tile store are skipped; a store made
+otherwise is refused by name (recorded as failed, the batch goes on) unless `remake=true`. Augmented
+views (`views=N`) are embedded for the slides of `view_cohorts` only (training), so heads see stain,
+blur and flips without re-embedding each epoch. With claims, several workers share one features
+folder, each slide embedded by one of them (`embed_slides`, `features.embed_shared`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,25 @@ from typing import Any
 import numpy as np
 import torch
 
+from wsi_prognosis.claims import Claimer, ClaimSettings, check_claims_dir, claimed
+from wsi_prognosis.claims.rows import handled_since, load_row, save_row
 from wsi_prognosis.encoders.runtime import EmbedderConfig, TileEmbedder
 from wsi_prognosis.errors import WsiPrognosisError
-from wsi_prognosis.features.stain import slide_fit, slide_matrix, stain_target
-from wsi_prognosis.features.store import (FeatureSpec, ResolutionFeatures, feature_dir, feature_store_path,
-                                          open_feature_store, write_feature_store)
+from wsi_prognosis.features.embed_reader import Stopped, chunks, prefetched
+from wsi_prognosis.features.embed_shared import (
+    shared_rows,
+    shared_stain_target,
+    write_summary,
+)
+from wsi_prognosis.features.stain import slide_fit, stain_target
+from wsi_prognosis.features.store import (
+    FeatureSpec,
+    ResolutionFeatures,
+    feature_dir,
+    feature_store_path,
+    open_feature_store,
+    write_feature_store,
+)
 from wsi_prognosis.models.augment import AugmentConfig
 
 log = logging.getLogger(__name__)
@@ -52,11 +67,14 @@ class EmbedOptions:
 
 @dataclass
 class EmbedResult:
-    rows: list[dict[str, Any]] = field(default_factory=list)   # slide_id, cohort, status, error, tiles, views
-    tiles: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)   # the batch's: slide_id, cohort, status, error, tiles, views
+    tiles: int = 0                  # this worker's, as the rest below
     seconds: float = 0.0
     spec: FeatureSpec | None = None
     folder: Path | None = None
+    embedded: int = 0               # slides whose store this worker wrote
+    failed: int = 0                 # slides this worker failed to read or write
+    claims: dict[str, int] | None = None   # with claims: taken, held_by_others, taken_over
 
     @property
     def tiles_per_s(self) -> float:
@@ -116,64 +134,6 @@ def _existing(task: _Task, spec: FeatureSpec, options: EmbedOptions) -> str:
     return "done" if enough else "redo"
 
 
-def _chunks(tasks: Sequence[_Task], batch: int, target: dict[str, Any] | None) -> Iterator[tuple[int, str, np.ndarray | None]]:
-    """(task index, resolution, uint8 tiles | None on error) in order; a task's error stops its chunks."""
-    from wsi_prognosis.models.stain import apply_od_matrix
-    from wsi_prognosis.slides import TileReader
-
-    for t, task in enumerate(tasks):
-        try:
-            for res, coords in task.coords.items():
-                reader = TileReader(task.row["path"], task.grids[res], task.slide_mpp)
-                try:
-                    matrix = None
-                    if target is not None:
-                        fit = slide_fit(lambda index: reader.read(coords[index]), len(coords))
-                        matrix = torch.from_numpy(slide_matrix(fit, target, res))
-                    for start in range(0, len(coords), batch):
-                        tiles = reader.read(coords[start:start + batch])
-                        if matrix is not None:
-                            tiles = apply_od_matrix(torch.from_numpy(tiles), matrix).round_().to(torch.uint8).numpy()
-                        yield t, res, tiles
-                finally:
-                    reader.close()
-        except Exception as exc:  # noqa: BLE001 - a slide's read error fails that slide only
-            task.error = f"{task.row['path']}: reading tiles failed ({type(exc).__name__}: {exc})"
-            yield t, "", None
-
-
-def _prefetched(source: Iterator[Any], depth: int) -> Iterator[Any]:
-    """Run `source` in a thread, `depth` items ahead (the reader overlaps the encoder)."""
-    items: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
-    done = object()
-    stop = threading.Event()
-
-    def work() -> None:
-        try:
-            for item in source:
-                if stop.is_set():
-                    return
-                items.put(item)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            items.put(exc)
-        items.put(done)
-
-    thread = threading.Thread(target=work, name="embed-reader", daemon=True)
-    thread.start()
-    try:
-        while (item := items.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a reader waiting on a full queue
-            try:
-                items.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
-
-
 def _views(embedder: TileEmbedder, tiles: np.ndarray, n: int, augment: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """(n, N, D) embeddings of `n` augmented copies (flips, rotations, HED stain, colour, blur)."""
     from wsi_prognosis.models.augment import augment_bag, augment_batch
@@ -199,21 +159,32 @@ def _write(task: _Task, spec: FeatureSpec, options: EmbedOptions) -> None:
                         tile_store=str(task.store_path), grids=grids)
 
 
-def embed_slides(rows: Sequence[dict[str, Any]], tiles_dir: Path, out_root: Path, options: EmbedOptions) -> EmbedResult:
-    """Embed the tile stores of `rows` (slide_id, path, cohort) into out_root/<feature set>/."""
-    from tqdm.auto import tqdm
+def embed_slides(rows: Sequence[dict[str, Any]], tiles_dir: Path, out_root: Path, options: EmbedOptions,
+                 claims: ClaimSettings | None = None, summary: str | None = "embed_summary.csv") -> EmbedResult:
+    """Embed the tile stores of `rows` (slide_id, path, cohort) into out_root/<feature set>/ and write the
+    batch's `summary` table there (None: not written); `result.rows` is that table, in `rows` order.
 
+    With `claims` enabled, several workers (processes, machines) may run this on one out_root at once:
+    each claims a slide (`<feature set>/.claims/<slide_id>`) just before reading it, skips those others
+    hold, and saves each slide's summary row (`<feature set>/.summary/`, `claims.rows`) before releasing
+    it; then waits for the slides others hold, taking over those of a worker that died. The summary
+    is written once, by a worker that finds every slide handled. Slides decided without embedding
+    (no tile store, no tiles, a matching store, a store made otherwise) are not claimed: every worker
+    decides them alike.
+    """
     from wsi_prognosis.encoders import load_encoder
     from wsi_prognosis.tiling import tile_store_path
 
+    started = time.time()  # a row saved since then is this batch's (before any store is looked at: no slide done twice)
     encoder = load_encoder(options.encoder, weights=options.weights)
-    spec = FeatureSpec(encoder=encoder.identity)
-    result = EmbedResult(spec=spec)
-    tasks: list[_Task] = []
-    for row in rows:
-        views = options.views if str(row.get("cohort", "")) in options.view_cohorts else 0
-        tasks.append(_Task(row=dict(row), store_path=tile_store_path(tiles_dir, str(row["slide_id"])), target=Path(),
-                           views=views))
+    folder = Path(out_root) / (encoder.spec.name + ("-macenko" if options.stain_norm == "macenko" else ""))
+    shared = claims is not None and claims.enabled
+    if shared:
+        check_claims_dir(folder)  # before any work: a read-only folder or one without hard links stops here
+    result = EmbedResult(spec=FeatureSpec(encoder=encoder.identity))
+    tasks = [_Task(row=dict(row), store_path=tile_store_path(tiles_dir, str(row["slide_id"])), target=Path(),
+                   views=options.views if str(row.get("cohort", "")) in options.view_cohorts else 0) for row in rows]
+    decided: dict[str, dict[str, Any]] = {}   # slide_id -> its row, decided without embedding
     opened: list[_Task] = []
     from wsi_prognosis.encoders.registry import check_tile_mpp
 
@@ -223,82 +194,144 @@ def embed_slides(rows: Sequence[dict[str, Any]], tiles_dir: Path, out_root: Path
             for res, grid in task.grids.items():  # an encoder sees tiles at the scale it was trained at, or none
                 check_tile_mpp(encoder.spec, grid.mpp, res, tile_px=grid.tile_px)
         except WsiPrognosisError as exc:
-            result.rows.append(_row(task, "failed", str(exc)))
+            decided[_id(task)] = _row(task, "failed", str(exc))
             continue
         if not any(len(c) for c in task.coords.values()):  # a blank slide: no store, left out downstream
-            result.rows.append(_row(task, "empty", "no tiles with enough tissue: no feature store"))
+            decided[_id(task)] = _row(task, "empty", "no tiles with enough tissue: no feature store")
             continue
         opened.append(task)
-    stain = None
-    if options.stain_norm == "macenko":
-        stain = _stain_target(out_root, encoder.spec.name, opened, options)
-        spec = FeatureSpec(encoder=encoder.identity, stain=stain)
-        result.spec = spec
-    result.folder = feature_dir(out_root, spec)
-    todo: list[_Task] = []
-    for task in opened:
-        task.target = feature_store_path(out_root, spec, str(task.row["slide_id"]))
-        try:
-            state = _existing(task, spec, options)
-        except WsiPrognosisError as exc:
-            result.rows.append(_row(task, "failed", f"refused: {exc}"))
-            continue
-        if state == "done":
-            result.rows.append(_row(task, "skipped", ""))
+    with (Claimer.from_settings(folder, claims, stage="embed") if shared else contextlib.nullcontext()) as claimer:
+        stain = None
+        if options.stain_norm == "macenko":
+            stain = shared_stain_target(claimer, folder, lambda: _stain_target(out_root, encoder.spec.name, opened,
+                                                                               options))
+            result.spec = FeatureSpec(encoder=encoder.identity, stain=stain)
+        spec = result.spec
+        result.folder = feature_dir(out_root, spec)
+        todo: list[_Task] = []
+        for task in opened:
+            task.target = feature_store_path(out_root, spec, _id(task))
+            try:
+                state = _existing(task, spec, options)
+            except WsiPrognosisError as exc:
+                decided[_id(task)] = _row(task, "failed", f"refused: {exc}")
+                continue
+            if state == "done":
+                decided[_id(task)] = _row(task, "skipped", "")
+            else:
+                todo.append(task)
+        log.info("embed %s: %d slide(s), %d done before, %d to embed%s -> %s", spec.name, len(tasks),
+                 sum(r["status"] == "skipped" for r in decided.values()), len(todo),
+                 " (shared with other workers)" if shared else "", result.folder)
+        own: dict[str, dict[str, Any]] = {}
+        if todo:
+            _embed(todo, spec, stain, options, result, own, encoder, claimer, started)
+        if not shared:
+            result.rows = [decided.get(_id(t)) or own[_id(t)] for t in tasks]
+            if summary:
+                write_summary(result.folder / summary, result.rows)
         else:
-            todo.append(task)
-    log.info("embed %s: %d slide(s), %d done before, %d to embed -> %s", spec.name, len(tasks),
-             sum(r["status"] == "skipped" for r in result.rows), len(todo), result.folder)
-    if not todo:
-        return result
-    tile_px = {g.tile_px for t in todo for g in t.grids.values()}
-    embedders = {px: TileEmbedder(encoder, px, options.embedder) for px in sorted(tile_px)}
-    chunks_left = {i: sum(-(-len(c) // options.embedder.batch_tiles) for c in t.coords.values()) for i, t in enumerate(todo)}
-    total = sum(len(c) * (1 + t.views) for t in todo for c in t.coords.values())
-    bar = tqdm(total=total, unit="tile", desc=f"embedding {len(todo)} slide(s) with {spec.name}", mininterval=2.0)
-    started = time.perf_counter()
-    finished = 0
-    try:
-        for t, res, tiles in _prefetched(_chunks(todo, options.embedder.batch_tiles, stain), options.prefetch_batches):
-            task = todo[t]
-            if tiles is not None and not task.error:
-                embedder = embedders[task.grids[res].tile_px]
-                task.parts.setdefault(res, []).append(embedder.embed(tiles))
-                if task.views:
-                    rng = np.random.default_rng([options.seed, _stable(task.row["slide_id"]), len(task.parts[res])])
-                    augment = options.augment.at_mpp(task.grids[res].mpp)
-                    task.view_parts.setdefault(res, []).append(_views(embedder, tiles, task.views, augment, rng))
-                result.tiles += len(tiles) * (1 + task.views)
-                bar.update(len(tiles) * (1 + task.views))
-                chunks_left[t] -= 1
-            if task.error or chunks_left[t] == 0:
-                finished += _finish(task, spec, options, result)
-                chunks_left[t] = -1
-                bar.set_postfix(slides=f"{finished}/{len(todo)}", refresh=False)
-        for t, task in enumerate(todo):  # slides without any tiles
-            if chunks_left[t] == 0:
-                finished += _finish(task, spec, options, result)
-    finally:
-        bar.close()
-        result.seconds = time.perf_counter() - started
-    log.info("embedded %d tiles in %.1f s (%.1f tiles/s end to end)", result.tiles, result.seconds, result.tiles_per_s)
+            result.claims = claimer.counts()
+            result.rows = shared_rows(claimer, result.folder, [_id(t) for t in tasks], decided, started,
+                                      summary=summary, participated=bool(todo))
+    if shared:
+        counts = result.claims or {}
+        log.info("this worker embedded %d of %d slide(s) (%d failed; %d decided without embedding; %d tiles in %.1f s); "
+                 "%d held by other workers, %d taken over from stopped workers", result.embedded + result.failed,
+                 len(tasks), result.failed, len(decided), result.tiles, result.seconds, counts.get("held_by_others", 0),
+                 counts.get("taken_over", 0))
     return result
 
 
-def _finish(task: _Task, spec: FeatureSpec, options: EmbedOptions, result: EmbedResult) -> int:
+def _embed(todo: list[_Task], spec: FeatureSpec, stain: dict[str, Any] | None, options: EmbedOptions,
+           result: EmbedResult, own: dict[str, dict[str, Any]], encoder: Any, claimer: Claimer | None,
+           started: float) -> None:
+    """Read (a thread) and embed the slides of `todo` this worker gets; each slide's row in `own` (and, with
+    a claimer, saved for the others before its claim is released)."""
+    from tqdm.auto import tqdm
+
+    embedders: dict[int, TileEmbedder] = {}
+    n_tiles = {_id(t): sum(len(c) for c in t.coords.values()) * (1 + t.views) for t in todo}
+    others: list[str] = []    # slides other workers finished, noted by the reader thread, counted on the bar here
+    stop = threading.Event()
+    source: Iterable[_Task] = todo
+    if claimer is not None:
+        folder = result.folder
+        assert folder is not None
+
+        def done(slide_id: str) -> bool:  # handled in this batch, by any worker
+            if not handled_since(load_row(folder, slide_id), started):
+                return False
+            others.append(slide_id)
+            return True
+
+        def idle(seconds: float) -> None:
+            if stop.wait(seconds):
+                raise Stopped
+
+        source = claimed(claimer, todo, key=_id, done=done, idle=idle)
+    bar = tqdm(total=sum(n_tiles.values()), unit="tile", desc=f"embedding {len(todo)} slide(s) with {spec.name}",
+               mininterval=2.0)
+    counted: set[str] = set()
+    start = time.perf_counter()
+    try:
+        for task, res, tiles in prefetched(chunks(source, options.embedder.batch_tiles, stain),
+                                           options.prefetch_batches, stop):
+            while others:
+                slide_id = others.pop()
+                if slide_id not in counted:
+                    counted.add(slide_id)
+                    bar.update(n_tiles[slide_id])
+            if tiles is None:  # the slide is read (or failed): write its store, record its row, release it
+                row = _finish(task, spec, options, result)
+                own[_id(task)] = row
+                if claimer is not None:
+                    save_row(result.folder, row)  # type: ignore[arg-type]
+                    claimer.release(_id(task))
+                counted.add(_id(task))
+                postfix = {"slides": f"{len(counted)}/{len(todo)}"}
+                if claimer is not None:
+                    postfix.update(took=claimer.taken, others=claimer.held_by_others, taken_over=claimer.taken_over)
+                bar.set_postfix(postfix, refresh=False)
+                continue
+            px = task.grids[res].tile_px
+            embedder = embedders.get(px) or embedders.setdefault(px, TileEmbedder(encoder, px, options.embedder))
+            task.parts.setdefault(res, []).append(embedder.embed(tiles))
+            if task.views:
+                rng = np.random.default_rng([options.seed, _stable(task.row["slide_id"]), len(task.parts[res])])
+                augment = options.augment.at_mpp(task.grids[res].mpp)
+                task.view_parts.setdefault(res, []).append(_views(embedder, tiles, task.views, augment, rng))
+            result.tiles += len(tiles) * (1 + task.views)
+            bar.update(len(tiles) * (1 + task.views))
+    finally:
+        bar.close()
+        result.seconds = time.perf_counter() - start
+    log.info("embedded %d tiles in %.1f s (%.1f tiles/s end to end)", result.tiles, result.seconds, result.tiles_per_s)
+
+
+def _finish(task: _Task, spec: FeatureSpec, options: EmbedOptions, result: EmbedResult) -> dict[str, Any]:
+    """Write the slide's store; its summary row (failed when reading or writing failed)."""
     if task.error:
         log.warning("%s: failed: %s", task.row["slide_id"], task.error)
-        result.rows.append(_row(task, "failed", task.error))
-        return 0
+        result.failed += 1
+        return _row(task, "failed", task.error)
     try:
         _write(task, spec, options)
     except (OSError, WsiPrognosisError) as exc:
-        result.rows.append(_row(task, "failed", f"{task.target}: writing failed ({exc})"))
-        return 0
+        log.warning("%s: failed: writing %s: %s", task.row["slide_id"], task.target, exc)
+        result.failed += 1
+        return _row(task, "failed", f"{task.target}: writing failed ({exc})")
     task.parts.clear()
     task.view_parts.clear()
-    result.rows.append(_row(task, "ok", ""))
-    return 1
+    result.embedded += 1
+    # one line per slide: workers sharing a folder are checked by these lines (each slide once)
+    log.info("%s: embedded (%s tiles%s)", task.row["slide_id"], ", ".join(f"{r} {len(c)}" for r, c in task.coords.items()),
+             f", {task.views} views" if task.views else "")
+    return _row(task, "ok", "")
+
+
+def _id(task: _Task) -> str:
+    return str(task.row["slide_id"])
 
 
 def _row(task: _Task, status: str, error: str) -> dict[str, Any]:

@@ -83,9 +83,12 @@ def finish_and_record(plan: SlidePlan, result: SlideLogits, ensemble: Any, bundl
     except Exception as exc:  # a batch never stops at one slide; the traceback goes to the log
         log.exception("%s: finishing the slide failed", plan.row["slide_id"])
         record = failed_record(plan.row, plan.key, bundle.id, f"{plan.row['path']}: scoring failed ({type(exc).__name__}: {exc})")
+    records.write_record(out, record)
     if record["status"] != "ok":
         log.warning("%s: failed: %s", plan.row["slide_id"], record["error"])
-    records.write_record(out, record)
+    else:  # one line per slide: workers sharing a folder are checked by these lines (each slide once)
+        log.info("%s: scored (%s tiles): %.4f", plan.row["slide_id"],
+                 ", ".join(f"{res} {n}" for res, n in record["n_tiles"].items()), record["score"])
     return str(record["status"])
 
 

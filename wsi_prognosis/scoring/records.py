@@ -1,7 +1,9 @@
 """Per-slide results on disk: `slides/<slide_id>.json` (the record) + `.npz` (tile scores).
 
 A record is written last and atomically, so its presence means the slide is finished
-(exports included); a rerun skips slides whose record carries the same job key.
+(exports included); a rerun skips slides whose record carries the same job key. Its `finished`
+time (the writer's clock) tells workers sharing a folder (`scoring.shared`) that a failed slide was
+tried in this batch and is not to be retried again.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -71,8 +74,10 @@ def read_tile_scores(out: Path, slide_id: str) -> dict[str, np.ndarray]:
 
 
 def write_record(out: Path, record: Mapping[str, Any]) -> Path:
+    """Write the slide's record atomically; `finished` is set to now unless the record has one (a rewrite)."""
     target = record_path(out, record["slide_id"])
-    write_text_atomic(target, json.dumps({"record_version": RECORD_VERSION, **record}, indent=1, default=str) + "\n")
+    payload = {"record_version": RECORD_VERSION, **record, "finished": record.get("finished", time.time())}
+    write_text_atomic(target, json.dumps(payload, indent=1, default=str) + "\n")
     return target
 
 

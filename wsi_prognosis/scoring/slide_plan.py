@@ -43,14 +43,18 @@ def failed_record(row: Mapping[str, Any], key: str, bundle_id: str, error: str) 
     }
 
 
-def tile_missing(rows: list[dict[str, Any]], tiles_out: Path, bundle: Any, workers: int) -> dict[str, str]:
-    """Tile slides with the bundle's tile spec; return slide_id -> tiling error for those that failed."""
+def tile_missing(rows: list[dict[str, Any]], tiles_out: Path, bundle: Any, workers: int,
+                 claims: Any = None) -> dict[str, str]:
+    """Tile slides with the bundle's tile spec; return slide_id -> tiling error for those that failed.
+
+    `claims` (a `claims.ClaimSettings`): other score workers may be tiling other slides into `tiles_out`
+    at the same time, so it is tiled as one of several workers (each keeps the others' temporary files)."""
     if not rows:
         return {}
     from wsi_prognosis.tiling.pipeline import TilingConfig, tile_manifest
 
     config = TilingConfig.from_tile_spec(bundle.tile_spec)
-    summary = tile_manifest(pd.DataFrame(rows), tiles_out, config, workers=workers)
+    summary = tile_manifest(pd.DataFrame(rows), tiles_out, config, workers=workers, claims=claims)
     errors: dict[str, str] = {}
     if summary is not None and len(summary) and "slide_id" in summary.columns:
         for rec in summary.to_dict("records"):

@@ -108,9 +108,11 @@ def _tuning_table(config: CalibrateConfig, bundle: Any) -> tuple[pd.DataFrame, d
         assert config.manifest is not None
         manifest = load_score_manifest(config.manifest, config.cohort)
         work = config.out / "calibration" / "scoring"
+        # claims=None: one worker scores the tuning cohort into this new bundle's own folder (a calibration is
+        # one fit; several `calibrate` runs on one out= would race on the bundle, not share its slides)
         options = ScoreOptions(tiles=config.tiles, patient_aggregation=config.patient_aggregation, engine=config.engine,
                                tiling_workers=config.tiling_workers, heatmap=False, geojson=False,
-                               features=config.features, encoder_weights=config.encoder_weights or {})
+                               features=config.features, encoder_weights=config.encoder_weights or {}, claims=None)
         table = score_manifest(bundle, manifest, work, options).slides
         source = {"manifest": str(config.manifest),
                   "manifest_sha256": file_sha256(config.manifest) if config.manifest.is_file() else None,

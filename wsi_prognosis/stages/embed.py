@@ -1,4 +1,8 @@
-"""`wsi-prognosis embed tiles=DIR out=DIR [manifest=CSV] [encoder=lite0]`: tile stores -> feature stores."""
+"""`wsi-prognosis embed tiles=DIR out=DIR [manifest=CSV] [encoder=lite0]`: tile stores -> feature stores.
+
+With `claims.enabled` (the default) several `embed` runs may share one `out` folder: each slide is
+embedded by one of them and embed_summary.csv is written once (`features.embed.embed_slides`).
+"""
 
 from __future__ import annotations
 
@@ -65,7 +69,7 @@ def run(cfg: DictConfig):
     """Embed the slides; write the summary and run record in the feature folder; return the EmbedResult."""
     import pandas as pd
 
-    from wsi_prognosis.atomic import atomic_path
+    from wsi_prognosis.claims import ClaimSettings
     from wsi_prognosis.features.embed import embed_slides
     from wsi_prognosis.provenance import write_run_record
     from wsi_prognosis.scoring.shard import Shard, select_shard
@@ -76,23 +80,22 @@ def run(cfg: DictConfig):
     if not tiles.is_dir():
         raise ConfigurationError(f"tiles={tiles}: not a folder. Fix: the out= folder of `wsi-prognosis tile`.")
     options = options_from_cfg(c)
+    claims = ClaimSettings.from_mapping(c.get("claims"))  # several workers may share `out`
     manifest = None if c.get("manifest") is None else Path(str(c["manifest"]))
     shard = Shard.parse(c.get("shard"))
     rows = _rows(tiles, manifest, c.get("cohort"))
     rows = select_shard(pd.DataFrame(rows), shard).to_dict("records")
-    result = embed_slides(rows, tiles, out, options)
-    assert result.folder is not None and result.spec is not None
-    result.folder.mkdir(parents=True, exist_ok=True)
     name = "embed_summary.csv" if not shard.sharded else f"embed_summary.{shard.label}.csv"
-    with atomic_path(result.folder / name) as tmp:
-        pd.DataFrame(result.rows).to_csv(tmp, index=False)
+    result = embed_slides(rows, tiles, out, options, claims=claims, summary=name)
+    assert result.folder is not None and result.spec is not None
     failed = [r for r in result.rows if r["status"] == "failed"]
     inputs = {"manifest": manifest} if manifest is not None else {}
     write_run_record(result.folder, "embed" if not shard.sharded else f"embed.{shard.label}", c, inputs=inputs,
                      seed=options.seed, extra={"feature_set": result.spec.name, "encoder": result.spec.record(),
                                                "slides": len(result.rows), "failed": len(failed),
-                                               "embedded": sum(r["status"] == "ok" for r in result.rows),
-                                               "tiles": result.tiles, "tiles_per_s": round(result.tiles_per_s, 1)})
+                                               # this worker's share (several may share `out`: claims)
+                                               "embedded": result.embedded, "tiles": result.tiles,
+                                               "tiles_per_s": round(result.tiles_per_s, 1), "claims": result.claims})
     for row in failed[:10]:
         log.warning("%s: %s", row["slide_id"], row["error"])
     print(f"embed {result.spec.name}: {len(result.rows)} slide(s), {len(failed)} failed, "

@@ -1,4 +1,8 @@
-"""`wsi-prognosis score bundle=DIR manifest=CSV|FOLDER out=DIR [tiles=DIR]`: validate, score, record."""
+"""`wsi-prognosis score bundle=DIR manifest=CSV|FOLDER out=DIR [tiles=DIR]`: validate, score, record.
+
+With `claims.enabled` (the default) several `score` runs may share one `out` folder: each slide is
+scored by one of them and the tables are written once (`scoring.shared`).
+"""
 
 from __future__ import annotations
 
@@ -50,9 +54,11 @@ class ScoreStageConfig:
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> ScoreStageConfig:
+        from wsi_prognosis.claims import ClaimSettings
         from wsi_prognosis.scoring.aggregate import PATIENT_AGGREGATIONS
         from wsi_prognosis.scoring.batch import ScoreOptions
         from wsi_prognosis.scoring.shard import Shard
+        from wsi_prognosis.scoring.shift import ShiftLimits
 
         c = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(c, dict)
@@ -67,6 +73,7 @@ class ScoreStageConfig:
         if features is not None and not Path(str(features)).is_dir():
             raise ConfigurationError(f"features={features}: not a folder. Fix: the out= folder of `embed`, or omit "
                                      "features= (slides are then embedded on the fly).")
+        shift = ShiftLimits.from_mapping(c.get("shift"))
         options = ScoreOptions(
             tiles=None if tiles is None else Path(str(tiles)),
             features=None if features is None else Path(str(features)),
@@ -79,12 +86,12 @@ class ScoreStageConfig:
             heatmap=bool(exports.get("heatmap", True)),
             geojson=bool(exports.get("geojson", True)),
             heatmap_max_px=_int(exports.get("heatmap_max_px", 1024), "exports.heatmap_max_px", 16),
+            claims=ClaimSettings.from_mapping(c.get("claims")),  # several workers may share `out`
+            shift=shift,
         )
         cohort = c.get("cohort")
-        from wsi_prognosis.scoring.shift import ShiftLimits
-
         return cls(Path(str(c["bundle"])), Path(str(c["manifest"])), Path(str(c["out"])),
-                   None if cohort is None else str(cohort), options, shift=ShiftLimits.from_mapping(c.get("shift")))
+                   None if cohort is None else str(cohort), options, shift=shift)
 
 
 def run_record_extra(bundle: Any, manifest: Path, cohort: str | None, options: Any, result: Any) -> dict[str, Any]:
@@ -101,6 +108,8 @@ def run_record_extra(bundle: Any, manifest: Path, cohort: str | None, options: A
         "slides": len(result.slides), "scored": result.n_scored, "skipped": result.n_skipped,
         "failed": int((result.slides["status"] != "ok").sum()) if len(result.slides) else 0,
         "tiles_scored": result.stats.tiles, "tiles_per_s": round(result.stats.tiles_per_s, 1),
+        # this worker's share when several shared `out` (claims); scored/skipped/tiles above are this worker's too
+        "claims": result.claims,
     }
 
 
@@ -119,12 +128,8 @@ def run(cfg: DictConfig):
     manifest = load_score_manifest(config.manifest, config.cohort)
     options = replace(config.options, patient_aggregation=resolve_patient_aggregation(
         bundle.aggregation, config.options.patient_aggregation))
-    result = score_manifest(bundle, manifest, config.out, options)
+    result = score_manifest(bundle, manifest, config.out, options)  # with the shift check (options.shift)
     shard = config.options.shard
-    if not shard.sharded:  # the domain-shift check, on every run (also when every slide was finished before)
-        from wsi_prognosis.scoring.shift import run_shift_check
-
-        run_shift_check(bundle, config.out, result.slides, result.patients, config.shift)
     stage = "score" if not shard.sharded else f"score.{shard.label}"
     inputs = {"bundle.json": config.bundle / "bundle.json"}
     if config.manifest.is_file():

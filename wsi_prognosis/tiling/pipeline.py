@@ -293,7 +293,7 @@ def _tile_job(row: Mapping[str, Any], out_dir: Path, config: TilingConfig, share
     the same bytes as the taker's."""
     result = tile_one_slide(row, out_dir, config)
     if shared:
-        from wsi_prognosis.tiling.shared import save_row
+        from wsi_prognosis.claims.rows import save_row
 
         save_row(out_dir, result)
     return result
@@ -362,7 +362,7 @@ class _Batch:
         result = {"slide_id": row["slide_id"], "status": "failed", "action": "failed",
                   "error": f"{row.get('path')}: worker failed ({type(exc).__name__}: {exc})"}
         if self.shared:
-            from wsi_prognosis.tiling.shared import save_row
+            from wsi_prognosis.claims.rows import save_row
 
             save_row(self.out_dir, result)
         return result

@@ -2,8 +2,8 @@
 
 Each worker claims a slide before tiling it (`wsi_prognosis.claims`) and skips slides that others
 hold; finished stores are skipped as in a single run. Each slide handled (tiled, found current or
-failed) leaves its summary row in `<out>/.summary/<slide_id>.json`, saved atomically before its
-claim is released. A worker with nothing left to claim waits for the slides others hold, taking
+failed) leaves its summary row in `<out>/.summary/<slide_id>.json` (`claims.rows`), saved atomically
+before its claim is released. A worker with nothing left to claim waits for the slides others hold, taking
 over those of a worker that died. `summary.csv` is written once, atomically, from the saved rows,
 by the worker that finds every slide of the manifest handled since it started; a rerun with
 nothing left to do rebuilds it.
@@ -11,16 +11,19 @@ nothing left to do rebuilds it.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from wsi_prognosis.atomic import write_text_atomic
 from wsi_prognosis.claims import Claimer, ClaimSettings, check_claims_dir, claimed
+from wsi_prognosis.claims.rows import (
+    ROWS_DIR,
+    handled_since,
+    load_row,
+    publish_once,
+    row_path,
+)
 from wsi_prognosis.tiling.config import TilingConfig
 from wsi_prognosis.tiling.pipeline import (
     _Batch,
@@ -32,27 +35,7 @@ from wsi_prognosis.tiling.pipeline import (
 
 log = logging.getLogger("wsi_prognosis.tiling.pipeline")  # the stage's lines under one logger
 
-ROWS_DIR = ".summary"            # `<out>/.summary/<slide_id>.json`: each slide's summary row
 SUMMARY_TASK = "@summary.csv"    # the claim under which one worker writes summary.csv ("@": never a slide id)
-
-
-def row_path(out_dir: Path, slide_id: str) -> Path:
-    return out_dir / ROWS_DIR / f"{slide_id}.json"
-
-
-def save_row(out_dir: Path, result: Mapping[str, Any]) -> None:
-    """The slide's summary row for the workers sharing `out_dir`, saved atomically once it is handled."""
-    payload = {"row": dict(result), "finished": time.time(), "pid": os.getpid()}
-    text = json.dumps(payload, default=lambda v: v.item() if hasattr(v, "item") else str(v))
-    write_text_atomic(row_path(out_dir, str(result["slide_id"])), text)
-
-
-def load_row(out_dir: Path, slide_id: str) -> dict[str, Any] | None:
-    try:
-        payload = json.loads(row_path(out_dir, slide_id).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return payload if isinstance(payload, dict) and isinstance(payload.get("row"), dict) else None
 
 
 def tile_shared(rows: list[dict[str, Any]], out_dir: Path, config: TilingConfig, workers: int,
@@ -65,7 +48,7 @@ def tile_shared(rows: list[dict[str, Any]], out_dir: Path, config: TilingConfig,
     columns = summary_columns(config)
 
     def handled(saved: dict[str, Any] | None) -> bool:  # in this batch, by any worker
-        return saved is not None and float(saved.get("finished") or 0) >= started
+        return handled_since(saved, started)
 
     with Claimer.from_settings(out_dir, claims, stage="tile") as claimer, \
             _Progress(len(rows), config, claimer) as progress:
@@ -105,14 +88,22 @@ def _publish_summary(claimer: Claimer, out_dir: Path, rows: list[dict[str, Any]]
                      ids: list[str]) -> None:
     """summary.csv for the whole batch, written once: by this worker, unless another is writing it or
     has written it after the last slide row was saved."""
-    path = out_dir / "summary.csv"
-    with claimer.exclusive(SUMMARY_TASK) as mine:
-        if not mine:
-            log.info("summary.csv: another worker is writing it")
-            return
-        newest = max((row_path(out_dir, slide_id).stat().st_mtime_ns for slide_id in ids), default=0)
-        if path.is_file() and path.stat().st_mtime_ns > newest:
-            log.info("summary.csv: already written for this batch by another worker")
-            return
-        _write_summary(path, rows, columns)
+    def write() -> None:
+        _write_summary(out_dir / "summary.csv", rows, columns)
         log.info("summary.csv: written for all %d slide(s)", len(rows))
+
+    publish_once(claimer, SUMMARY_TASK, outputs=[out_dir / "summary.csv"], inputs=[row_path(out_dir, i) for i in ids],
+                 write=write, what="summary.csv")
+
+
+def rebuild_summary(out_dir: Path, slide_ids: list[str], config: TilingConfig) -> int:
+    """summary.csv from the rows saved in `.summary/` of those `slide_ids` that have one; returns how many.
+
+    For a folder tiled a few slides at a time (`score`'s own tiles, tiled group by group by the workers
+    sharing its out folder), where each call's summary.csv lists only its own slides."""
+    columns = summary_columns(config)
+    rows = [{c: saved["row"].get(c) for c in columns} for slide_id in slide_ids
+            if (saved := load_row(out_dir, slide_id)) is not None]
+    if rows:
+        _write_summary(out_dir / "summary.csv", rows, columns)
+    return len(rows)
