@@ -42,7 +42,7 @@ TISSUE = {"mask_mpp": 2.0, "min_tissue_area_um2": 2000, "max_hole_area_um2": 200
 OVERRIDES = ["tiling.mpp_10x=2.0", "tiling.mpp_40x=1.0", "tiling.tile_px=32", "tissue.mask_mpp=2.0",
              "tissue.min_tissue_area_um2=2000", "tissue.max_hole_area_um2=2000", "tissue.closing_um=8", "workers=1"]
 
-SLOW_TARGET = "wsi_prognosis.tiling.pipeline:_tile"   # slowed down per slide in the workers (claims_workers)
+SLOW_TARGET = "wsi_prognosis.tiling.slide_job:_tile"   # slowed down per slide in the workers (claims_workers)
 TILED = re.compile(r"\] - (\S+): tiled \(")
 
 

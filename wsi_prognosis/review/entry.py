@@ -27,7 +27,7 @@ class QcThresholds:
     """
 
     blur_below: float = 300.0          # tissue.BLUR_WARNING_THRESHOLD: variance of the Laplacian
-    pen_above: float = 0.05            # tiling.pipeline.PEN_WARNING_FRACTION: share of tissue area
+    pen_above: float = 0.05            # tiling.slide_job.PEN_WARNING_FRACTION: share of tissue area
     little_tissue_mm2: float = 0.1     # tissue area in mm² below which a slide may be flagged ...
     little_tissue_share: float = 0.1   # ... when it also covers less than this share of the slide's area
 
