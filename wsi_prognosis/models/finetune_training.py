@@ -34,7 +34,7 @@ import torch
 
 from wsi_prognosis.encoders.blocks import FinetuneMode, block_layout, enable_grad_checkpointing, parse_finetune, trainable_names
 from wsi_prognosis.errors import ConfigurationError
-from wsi_prognosis.models.data import BagDataModule, TilePixels, eval_tile_index, usable_slides
+from wsi_prognosis.models.data import BagDataModule, TilePixels, eval_tile_index
 from wsi_prognosis.models.finetune_lit import FinetuneModule, FinetuneNetwork, encoder_state, network_for, state_sha256
 from wsi_prognosis.models.heads import HeadConfig, feature_statistics
 
@@ -109,7 +109,7 @@ def first_pass_statistics(network: FinetuneNetwork, bags: list[Any], *, device: 
 
 def prepare_finetune(config: "TrainConfig", train_table: pd.DataFrame, tune_table: pd.DataFrame) -> "Prepared":
     from wsi_prognosis.encoders import check_tile_mpp, load_encoder
-    from wsi_prognosis.models.training import Prepared, check_grids, check_usable, stain_normalised, tile_spec_from_store
+    from wsi_prognosis.models.training import Prepared, pixel_bags, stain_normalised, tile_spec_from_store
 
     finetune = parse_finetune(config.model.finetune)
     if config.features is not None:
@@ -119,12 +119,7 @@ def prepare_finetune(config: "TrainConfig", train_table: pd.DataFrame, tune_tabl
     # the blocks are checked before any tile is read: a wrong last:N fails at once
     family = mark_trainable(loaded, finetune, grad_checkpointing=config.model.grad_checkpointing)
     res = config.resolution
-    options = dict(min_tissue_fraction=config.data.min_tissue_fraction, verify_fingerprints=config.data.verify_fingerprints)
-    train_bags, train_empty = usable_slides(train_table, config.tiles, res, **options)
-    tune_bags, tune_empty = usable_slides(tune_table, config.tiles, res, **options)
-    left_out = {"training": train_empty, "tuning": tune_empty}
-    check_usable(train_bags, tune_bags, left_out, res, config)
-    tile_px, mpp = check_grids([(b.grid.tile_px, b.grid.mpp) for b in train_bags + tune_bags], res)
+    train_bags, tune_bags, left_out, tile_px, mpp = pixel_bags(config, train_table, tune_table)
     check_tile_mpp(loaded.spec, mpp, res, tile_px=tile_px)  # the encoder must see tissue at the scale it learnt
     network = network_for(loaded.spec, loaded.model, tile_px=tile_px, head=head, channels_last=family == "cnn")
     preprocessing: dict[str, Any] = {"tile_px": tile_px, "mpp": mpp, **loaded.spec.preprocessing()}

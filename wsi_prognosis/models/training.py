@@ -274,8 +274,10 @@ class Prepared:
     cpu_threads: int | None = None          # torch threads on a CPU unless trainer.cpu_threads says (None: all)
 
 
-def prepare_pixels(config: "TrainConfig", train_table: pd.DataFrame, tune_table: pd.DataFrame) -> Prepared:
-    """encoder=none: a timm CNN trained from scratch on bags of tile pixels (DoMore's own way)."""
+def pixel_bags(config: "TrainConfig", train_table: pd.DataFrame, tune_table: pd.DataFrame
+               ) -> tuple[list[Any], list[Any], dict[str, list[str]], int, float]:
+    """The training and tuning slides with tiles at the member's resolution (the others left out, by
+    name), checked to be enough and on one grid: (train bags, tune bags, left out, tile px, µm/px)."""
     res = config.resolution
     options = dict(min_tissue_fraction=config.data.min_tissue_fraction, verify_fingerprints=config.data.verify_fingerprints)
     train_bags, train_empty = usable_slides(train_table, config.tiles, res, **options)
@@ -283,6 +285,12 @@ def prepare_pixels(config: "TrainConfig", train_table: pd.DataFrame, tune_table:
     left_out = {"training": train_empty, "tuning": tune_empty}
     check_usable(train_bags, tune_bags, left_out, res, config)
     tile_px, mpp = check_grids([(b.grid.tile_px, b.grid.mpp) for b in train_bags + tune_bags], res)
+    return train_bags, tune_bags, left_out, tile_px, mpp
+
+
+def prepare_pixels(config: "TrainConfig", train_table: pd.DataFrame, tune_table: pd.DataFrame) -> Prepared:
+    """encoder=none: a timm CNN trained from scratch on bags of tile pixels (DoMore's own way)."""
+    train_bags, tune_bags, left_out, tile_px, mpp = pixel_bags(config, train_table, tune_table)
     preprocessing = default_preprocessing(config.model.arch, tile_px=tile_px, mpp=mpp).to_dict()
     train_bags, tune_bags, stain_unfitted = stain_normalised(config, train_bags, tune_bags, preprocessing)
 
