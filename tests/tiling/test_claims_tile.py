@@ -103,7 +103,10 @@ def test_three_workers_tile_every_slide_exactly_once(cohort, reference, tmp_path
     assert len(assert_each_once(tiled, [p.stem for p in reference.glob("*.h5")])) == 24   # each slide exactly once
     assert sum(1 for slides in tiled if slides) >= 2, [len(s) for s in tiled]   # the work was shared
     for text, slides in zip(texts, tiled):
-        assert f"this worker handled {len(slides)} of 24 slide(s) ({len(slides)} tiled, 0 already current" in text
+        # a slide another worker finished between this worker's listing and its claim counts as already
+        # current here (its finished store is the proof): on a loaded machine that happens, so only the
+        # tiled count is exact
+        assert re.search(rf"this worker handled \d+ of 24 slide\(s\) \({len(slides)} tiled, \d+ already current", text)
         assert "took=" in text and "others=" in text and "taken_over=0" in text  # the progress bar's share
     assert sum("summary.csv: written for all 24 slide(s)" in text for text in texts) == 1
     assert_equal_to_reference(out, reference)
