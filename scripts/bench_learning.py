@@ -158,9 +158,11 @@ def probe_rows(cohort_dir: Path, root: Path, args: argparse.Namespace) -> dict[s
     from bench_probe import probe
 
     found = {}
+    # the feature set embed wrote: the encoder's name, plus "-macenko" with stain_norm=macenko
+    feature_set = args.encoder + ("-macenko" if "stain_norm=macenko" in args.embed else "")
     for res in args.resolutions.split(","):
         try:
-            found[f"c_probe_{res}"] = probe(cohort_dir, root, args.encoder, res)
+            found[f"c_probe_{res}"] = probe(cohort_dir, root, feature_set, res)
         except Exception as exc:  # noqa: BLE001 - e.g. no 10x tiles: the row says so, the benchmark goes on
             print(f"    probe {res}: not computed ({exc})", flush=True)
     return found
