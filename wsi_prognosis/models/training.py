@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,6 +242,9 @@ def train_member(config: "TrainConfig") -> dict[str, Any]:
     if t.early_stopping_patience and t.early_stopping_patience > 0:
         callbacks.append(pl.callbacks.EarlyStopping(monitor=monitor_key, mode="max", patience=t.early_stopping_patience,
                                                     check_finite=False))
+    # small cohorts have fewer steps per epoch than the logging interval; the metrics are written per epoch
+    # (MetricsWriter) anyway, so Lightning's warning about it would only repeat once per member
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
     trainer = pl.Trainer(
         default_root_dir=str(member_dir), max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=_strategy(t.strategy, t.accelerator), precision=precision,
