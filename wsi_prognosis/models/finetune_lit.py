@@ -23,9 +23,8 @@ import torch
 from torch import nn
 
 from wsi_prognosis.encoders.runtime import PreprocessedEncoder
-from wsi_prognosis.models.augment import augment_batch
 from wsi_prognosis.models.heads import FeatureHead, HeadConfig
-from wsi_prognosis.models.lit import TunedModule
+from wsi_prognosis.models.lit import TunedModule, bag_tiles
 from wsi_prognosis.models.stain import apply_od_matrix
 
 log = logging.getLogger(__name__)
@@ -135,11 +134,7 @@ class FinetuneModule(TunedModule):
         """(B, N, H, W, 3) uint8 bags -> (B,) slide logits; `stain` (B, 3, 3) each slide's matrix (members trained
         with stain normalisation), then `augment` (B, N, N_PARAMS) from the loader (training only)."""
         b, n = bags.shape[:2]
-        tiles = bags.reshape(b * n, *bags.shape[2:])
-        if stain is not None and self.stain_norm:
-            tiles = apply_od_matrix(tiles, stain.repeat_interleave(n, dim=0))
-        if augment is not None:
-            tiles = augment_batch(tiles, augment.reshape(b * n, -1))
+        tiles = bag_tiles(bags, stain if self.stain_norm else None, augment)
         return self.network(tiles.reshape(b, n, *tiles.shape[1:]))[0]
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:

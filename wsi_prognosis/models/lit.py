@@ -47,6 +47,18 @@ def cox_partial_likelihood(risk: torch.Tensor, time: torch.Tensor, event: torch.
     return -((r - log_risk_set) * e).sum() / n_events
 
 
+def bag_tiles(bags: torch.Tensor, stain: torch.Tensor | None, augment: torch.Tensor | None) -> torch.Tensor:
+    """(B, N, H, W, 3) uint8 bags -> (B*N, H, W, 3) tiles, each slide's stain matrix (B, 3, 3) applied first,
+    then the loader's per-tile augmentation (B, N, N_PARAMS): the pixel members' one preprocessing step."""
+    b, n = bags.shape[:2]
+    tiles = bags.reshape(b * n, *bags.shape[2:])
+    if stain is not None:
+        tiles = apply_od_matrix(tiles, stain.repeat_interleave(n, dim=0))
+    if augment is not None:
+        tiles = augment_batch(tiles, augment.reshape(b * n, -1))
+    return tiles
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     lr: float = 1e-3
@@ -157,11 +169,7 @@ class MilModule(TunedModule):
         blur parameters from the loader (training only), applied to the whole batch at once; `stain`
         (B, 3, 3) each slide's stain-normalisation matrix (applied first, when the member uses one)."""
         b, n = bags_uint8.shape[:2]
-        tiles = bags_uint8.reshape(b * n, *bags_uint8.shape[2:])
-        if stain is not None and self.stain_norm:
-            tiles = apply_od_matrix(tiles, stain.repeat_interleave(n, dim=0))
-        if augment is not None:
-            tiles = augment_batch(tiles, augment.reshape(b * n, -1))
+        tiles = bag_tiles(bags_uint8, stain if self.stain_norm else None, augment)
         return pool_tile_logits(self.tile_logits(tiles).reshape(b, n), **self.pooling)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
